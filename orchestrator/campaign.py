@@ -1,0 +1,207 @@
+"""The driver: runs every replica of a campaign to the end, resuming what the database holds.
+
+One thread, one loop: submit every segment whose inputs exist, wait for any to finish, hand
+it to its replica, submit what that unlocks, commit to the database every
+``commit_interval`` seconds.  Replicas never wait for each other.  A segment that fails is
+retried ``runner.retries`` times; after that no new segment is submitted, the ones in
+flight are ingested, the database is committed and :class:`CampaignFailed` is raised —
+``tams run`` then resumes once the cause is fixed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from concurrent.futures import FIRST_COMPLETED, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .algorithm import Outcome
+from .config import LoadedCampaign
+from .database import Writer
+from .errors import CampaignFailed, ConfigError, DatabaseError
+from .execution import Executor
+from .imports import ImportPathError
+from .model import ModelRunError
+from .registry import adapter_class
+from .replica import Replica, Settings, Task
+from .scoring import ScoreError, Scorer
+
+
+def campaign_identity(loaded: LoadedCampaign) -> dict:
+    """The parts of a campaign that determine its results (runner and storage excluded)."""
+    c = loaded.campaign
+    return {"seed": c.seed, "replicas": c.replicas, "model": loaded.model.model_dump(mode="json"),
+            "score": c.score.model_dump(mode="json"), "tams": c.tams.model_dump(mode="json")}
+
+
+def fingerprint(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def _first_difference(a, b, prefix=""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            d = _first_difference(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
+            if d:
+                return d
+        return None
+    return None if a == b else (prefix, a, b)
+
+
+@dataclass
+class Progress:
+    """What the driver reports after each batch (the CLI draws it)."""
+
+    replicas: list[Replica]
+    in_flight: int
+    elapsed: float
+
+
+class Driver:
+    def __init__(self, loaded: LoadedCampaign, db_path: str | None = None,
+                 on_progress: Callable[[Progress], None] | None = None,
+                 commit_interval: float = 0.5, max_segments: int | None = None):
+        self.loaded = loaded
+        self.db_path = loaded.db_path(db_path)
+        self.run_dir = loaded.run_dir(self.db_path).resolve()
+        self.on_progress = on_progress
+        self.commit_interval = commit_interval
+        self.max_segments = max_segments  # for tests: stop after this many segments
+
+    # --- preparation: everything that can fail on bad input, before writing anything --------
+    def _prepare(self):
+        ld = self.loaded
+        cls = adapter_class(ld.model.adapter)
+        model = cls.from_config(ld.model, ld.base_dir)
+        problems = model.check()
+        if problems:
+            raise ConfigError(f"{ld.path}: {problems[0]}.")
+        try:
+            scorer = Scorer(ld.campaign.score.function, ld.campaign.score.parameters, ld.base_dir)
+        except ImportPathError as exc:
+            raise ConfigError(f"{ld.path}: key score.function: {exc}.") from None
+        spec = (ld.model.adapter, ld.model.model_dump(mode="json"), ld.base_dir)
+        return model, scorer, spec
+
+    def _open_db(self) -> Writer:
+        ld = self.loaded
+        ident = campaign_identity(ld)
+        fp = fingerprint(ident)
+        if self.db_path.exists():
+            db = Writer.open(self.db_path)
+            if db.fingerprint != fp:
+                stored = json.loads(db.f.attrs.get("identity", "{}"))
+                db.close()
+                diff = _first_difference(stored, ident)
+                what = (f"key {diff[0]} is {diff[1]!r} there but {diff[2]!r} in {ld.path}"
+                        if diff else "its campaign differs")
+                raise DatabaseError(f"{self.db_path}: this database was made by another campaign "
+                                    f"({what}); use the original YAML, or a new database.path.")
+            return db
+        obs = [o.model_dump() for o in ld.model.observable_specs()]
+        db = Writer.create(self.db_path, config_text=ld.text, seed=ld.campaign.seed,
+                           replicas=ld.campaign.replicas, observables=obs, name=ld.name,
+                           fingerprint=fp, identity=json.dumps(ident, sort_keys=True))
+        return db
+
+    def settings(self) -> Settings:
+        ld, c = self.loaded, self.loaded.campaign
+        return Settings(seed=c.seed, n=c.tams.trajectories, k=c.tams.kill_per_iteration,
+                        target=c.score.target, score_a=c.score.score_a, horizon=ld.n_steps,
+                        max_iterations=c.tams.max_iterations, segment_steps=c.tams.segment_steps,
+                        dt=ld.model.dt, noise_mode=ld.model.noise, noise_dim=ld.model.noise_dim,
+                        checkpoint_every=ld.model.checkpoint_every,
+                        n_obs=len(ld.model.observables), parameters=dict(ld.model.parameters),
+                        timeout=c.runner.segment_timeout)
+
+    # --- the loop -----------------------------------------------------------------------
+    def run(self) -> list[Replica]:
+        model, scorer, spec = self._prepare()
+        db = self._open_db()
+        t_start = time.monotonic()
+        last_wall = t_start
+        try:
+            db.new_session()
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            initial = model.initial_state(str(self.run_dir / "initial"))
+            run_dir = str(self.run_dir)
+            rel = lambda p: str(Path(p).relative_to(run_dir)) if p.startswith(run_dir) else p
+            s = self.settings()
+            replicas = [Replica(r, s, db, scorer, run_dir, initial, rel)
+                        for r in range(self.loaded.campaign.replicas)]
+            tasks: list[Task] = []
+            for rep in replicas:
+                tasks += rep.restore(db.load_replica(rep.r))
+            db.commit()
+            if not tasks:
+                return replicas
+            retries = self.loaded.campaign.runner.retries
+            keep_live = self.loaded.campaign.database.keep_states == "live"
+            failure: BaseException | None = None
+            n_done = 0
+            with Executor(self.loaded.campaign.runner, self.run_dir) as ex:
+                pending = {}
+
+                def submit(task: Task, attempt: int = 1):
+                    fut = ex.submit(spec, task.request, collect=attempt == 1)
+                    pending[fut] = (task, attempt)
+
+                for task in tasks:
+                    submit(task)
+                while pending:
+                    done, _ = wait(list(pending), timeout=0.2, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        task, attempt = pending.pop(fut)
+                        rep = replicas[task.replica]
+                        try:
+                            res = fut.result()
+                            rep.validate(task.request, res)
+                        except Exception as exc:  # model failure, worker lost, ...
+                            err = exc if isinstance(exc, ModelRunError) else ModelRunError(
+                                f"segment {task.request.workdir}: {type(exc).__name__}: {exc}",
+                                task.request.workdir)
+                            rep.failed += 1
+                            if failure is None and err.transient and attempt <= retries:
+                                submit(task, attempt + 1)
+                            elif failure is None:
+                                failure = err
+                            continue
+                        if attempt > 1:
+                            object.__setattr__(res, "attempts", attempt)
+                        try:
+                            new = rep.on_result(task, res)
+                        except ScoreError as exc:
+                            raise ConfigError(f"{self.loaded.path}: key score.function: {exc}.") from None
+                        n_done += 1
+                        if failure is None and not (self.max_segments and n_done >= self.max_segments):
+                            for t in new:
+                                submit(t)
+                    now = time.monotonic()
+                    if now - db.last_commit >= self.commit_interval or not pending:
+                        db.add_wall_time(now - last_wall)
+                        last_wall = now
+                        db.commit()
+                        self._collect_garbage(replicas, delete=keep_live)
+                    if self.on_progress:
+                        self.on_progress(Progress(replicas, len(pending), now - t_start))
+            if failure is not None:
+                raise CampaignFailed(
+                    f"the model failed after {retries + 1} attempt(s): {failure} — the database "
+                    f"{self.db_path} is consistent; fix the cause and run `tams run "
+                    f"{self.loaded.path}` again to resume.")
+            return replicas
+        finally:
+            db.add_wall_time(time.monotonic() - last_wall)
+            db.close()
+
+    def _collect_garbage(self, replicas: list[Replica], delete: bool) -> None:
+        """Delete the directories of trajectories no live trajectory descends from.  Runs only
+        after a commit, so a crash can never resume into a state whose files are gone."""
+        for rep in replicas:
+            for tid in rep.garbage if delete else ():
+                shutil.rmtree(Path(rep.run_dir) / f"r{rep.r:04d}" / f"t{tid:07d}", ignore_errors=True)
+            rep.garbage.clear()

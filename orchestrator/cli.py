@@ -1,0 +1,213 @@
+"""The ``tams`` command line: run, status, report, check.
+
+Bad input never produces a traceback: a :class:`UserError` becomes one line on stderr and
+exit status 2.  Ctrl-C and SIGTERM stop the run cleanly (Parsl cleaned up, database
+committed) with exit status 130 / 143; ``tams run`` on the same campaign resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import CampaignFailed, UserError
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so every ``finally`` runs."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _fmt_p(p: float) -> str:
+    return "—" if p is None or not math.isfinite(p) else f"{p:.4g}"
+
+
+# --- run ---------------------------------------------------------------------------------
+class _ProgressView:
+    """A rich live view when stderr is a terminal; a line every 10 s otherwise."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.live = None
+        self.last_line = 0.0
+        if enabled and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.live import Live
+            self.live = Live(console=Console(stderr=True), refresh_per_second=4, transient=False)
+            self.live.start()
+
+    def _table(self, p):
+        from rich.table import Table
+        from rich.progress_bar import ProgressBar
+        t = Table(title=f"TAMS — {p.in_flight} segment(s) in flight — {p.elapsed:.0f} s",
+                  title_justify="left")
+        for col in ("replica", "iteration", "level", "progress", "running p", "state"):
+            t.add_column(col)
+        reps = p.replicas
+        shown = [r for r in reps if not r.done][:12] or reps[-12:]
+        for r in shown:
+            target = r.s.target
+            frac = 0.0 if not math.isfinite(r.level) else max(0.0, min(1.0, r.level / target))
+            t.add_row(str(r.r), str(r.iteration), _fmt_p(r.level),
+                      ProgressBar(total=1.0, completed=1.0 if r.done else frac, width=20),
+                      _fmt_p(r.running_estimate()), r.outcome.name.lower())
+        done = sum(r.done for r in reps)
+        t.caption = f"{done}/{len(reps)} replicas done"
+        return t
+
+    def __call__(self, p):
+        if not self.enabled:
+            return
+        if self.live is not None:
+            self.live.update(self._table(p))
+        elif time.monotonic() - self.last_line > 10:
+            self.last_line = time.monotonic()
+            done = sum(r.done for r in p.replicas)
+            active = [r for r in p.replicas if not r.done]
+            lv = min((r.level for r in active), default=math.nan)
+            print(f"[{p.elapsed:6.0f} s] replicas done {done}/{len(p.replicas)}, "
+                  f"lowest level {_fmt_p(lv)}, segments in flight {p.in_flight}",
+                  file=sys.stderr, flush=True)
+
+    def close(self):
+        if self.live is not None:
+            self.live.stop()
+
+
+def cmd_run(args) -> int:
+    from .campaign import Driver
+    from .config import load
+    loaded = load(args.campaign)
+    view = _ProgressView(not args.quiet)
+    driver = Driver(loaded, db_path=args.db, on_progress=view)
+    try:
+        driver.run()
+    finally:
+        view.close()
+    print(f"database: {driver.db_path}")
+    return report(driver.db_path, figures=False)
+
+
+# --- status / report ---------------------------------------------------------------------
+def _dir_bytes(path: Path) -> int:
+    total = 0
+    if path.is_dir():
+        for p in path.rglob("*"):
+            try:
+                if p.is_file():
+                    total += p.stat().st_size
+            except OSError:
+                pass
+    return total
+
+
+def cmd_status(args) -> int:
+    from .database import Database
+    with Database(args.database) as db:
+        reps = db.replicas()
+        done = sum(v.outcome != 0 for v in reps)
+        print(f"campaign {db.name}: {done}/{len(reps)} replicas done, wall time "
+              f"{db.wall_time():.1f} s, states on disk "
+              f"{_dir_bytes(Path(args.database).with_suffix('.run')) / 1e6:.1f} MB")
+        print(f"{'replica':>7} {'state':>14} {'iter':>6} {'level':>9} {'p (running)':>12} "
+              f"{'in flight':>9} {'failed':>6} {'segments':>8} {'steps':>10}")
+        for v in reps:
+            n = int(_n(db))
+            run_p = math.exp(v.log_weight) * v.n_reached / n if v.n_reached else 0.0
+            p = v.estimate if v.outcome != 0 else run_p
+            print(f"{v.index:>7} {v.outcome.name.lower():>14} {v.iterations:>6} {_fmt_p(v.level):>9} "
+                  f"{_fmt_p(p):>12} {v.in_flight:>9} {v.failed_segments:>6} {v.segments:>8} "
+                  f"{v.model_steps:>10}")
+    return 0
+
+
+def _n(db) -> int:
+    import yaml
+    return int(yaml.safe_load(db.config_yaml)["tams"]["trajectories"])
+
+
+def report(path, figures: bool = False) -> int:
+    from .database import Database
+    from .stats import summarize
+    with Database(path) as db:
+        reps = db.replicas()
+        finished = [v for v in reps if v.outcome != 0]
+        est = [v.estimate for v in finished]
+        print(f"campaign {db.name} (seed {db.seed}), {len(finished)}/{len(reps)} replicas finished")
+        for v in reps:
+            note = "" if v.outcome in (0, 1) else f"  ({v.outcome.name.lower()})"
+            print(f"  replica {v.index:4d}: p = {_fmt_p(v.estimate) if v.outcome else 'running':>10}"
+                  f"  iterations {v.iterations:5d}  model steps {v.model_steps}{note}")
+        s = summarize(est)
+        steps = sum(v.model_steps for v in reps)
+        if s.n >= 2:
+            print(f"estimate: p = {s.mean:.4g} ± {s.stderr:.2g} (standard error), 95 % CI "
+                  f"[{s.ci_low:.4g}, {s.ci_high:.4g}], {s.n} replicas; relative std of one run "
+                  f"{s.rel_std:.2f}")
+        elif s.n == 1:
+            print(f"estimate: p = {s.mean:.4g} (one replica: no confidence interval; set "
+                  "replicas >= 2)")
+        print(f"model steps: {steps}, segments: {sum(v.segments for v in reps)}, wall time "
+              f"{db.wall_time():.1f} s")
+    return 0
+
+
+def cmd_report(args) -> int:
+    return report(args.database)
+
+
+def cmd_check(args) -> int:
+    from .check import check
+    return check(args.campaign)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tams", description="TAMS rare-event estimation over "
+                                     "external forward models.")
+    parser.add_argument("--version", action="version", version=f"tams {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run (or resume) a campaign")
+    p.add_argument("campaign", help="the campaign YAML file")
+    p.add_argument("--db", help="database path (overrides database.path)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    p.set_defaults(fn=cmd_run)
+    p = sub.add_parser("status", help="show a campaign's progress (works during a run)")
+    p.add_argument("database")
+    p.set_defaults(fn=cmd_status)
+    p = sub.add_parser("report", help="estimate with its confidence interval across replicas")
+    p.add_argument("database")
+    p.set_defaults(fn=cmd_report)
+    p = sub.add_parser("check", help="validate a campaign and run one short segment")
+    p.add_argument("campaign")
+    p.set_defaults(fn=cmd_check)
+    args = parser.parse_args(argv)
+    old = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return args.fn(args)
+    except UserError as exc:
+        print(f"tams: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except CampaignFailed as exc:
+        print(f"tams: campaign stopped: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("tams: interrupted; the database is consistent — run the same command to resume.",
+              file=sys.stderr)
+        return 130
+    except Terminated:
+        print("tams: terminated; the database is consistent — run the same command to resume.",
+              file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

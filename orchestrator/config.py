@@ -1,0 +1,329 @@
+"""Campaign configuration: strict pydantic models loaded from one YAML file.
+
+Every key is documented in ``docs/configuration.md`` (a test checks that the two agree).
+Every way a YAML can be wrong becomes one :class:`~orchestrator.errors.ConfigError`
+sentence: the file, the key, what is wrong and the fix.
+
+Paths: *inputs* named in the YAML (model files, modules) are relative to the YAML's
+directory; *outputs* (the database) are relative to the current directory, like any
+command-line tool's output.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Observable(Strict):
+    """One observable the model reports at each step (a column of the trace)."""
+
+    name: str = Field(description="Name of the observable (a column of the trace), e.g. `amoc`.")
+    units: str = Field("1", description="Units (CF/UDUNITS string) used when exporting.")
+    long_name: str = Field("", description="Human-readable description used when exporting.")
+
+
+class ModelSection(Strict):
+    """Keys common to every adapter; each adapter extends this with its own keys."""
+
+    adapter: str = Field(description="Which adapter runs the model: `python` or `executable`.")
+    dt: float = Field(description="Model time step (> 0). Step s is at time s*dt.")
+    noise_dim: int = Field(1, description="Number of standard-normal noise values per step (>= 1).")
+    noise: Literal["file", "seed"] = Field(
+        "file", description="`file`: the orchestrator supplies every step's noise (exact "
+        "branching); `seed`: the model draws its own noise from a per-segment seed.")
+    observables: list[Union[str, Observable]] = Field(
+        description="Names (or {name, units, long_name}) of the observables reported at each step, "
+        "in trace column order.")
+    checkpoint_every: int = Field(
+        1, description="The model writes a checkpoint every this many steps (and at each segment's "
+        "last step).")
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, description="Free-form model parameters passed to the model.")
+
+    @field_validator("dt")
+    @classmethod
+    def _dt_positive(cls, v: float) -> float:
+        if not (v > 0 and math.isfinite(v)):
+            raise ValueError("must be a finite number > 0; set the model time step, e.g. 0.01")
+        return v
+
+    @field_validator("noise_dim", "checkpoint_every")
+    @classmethod
+    def _positive_int(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be an integer >= 1")
+        return v
+
+    @field_validator("observables")
+    @classmethod
+    def _obs(cls, v: list) -> list:
+        if not v:
+            raise ValueError("must list at least one observable, e.g. [x]")
+        names = [o if isinstance(o, str) else o.name for o in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"names must be unique (got {names})")
+        return v
+
+    def observable_specs(self) -> list[Observable]:
+        return [Observable(name=o) if isinstance(o, str) else o for o in self.observables]
+
+
+class ScoreSection(Strict):
+    function: str = Field(description="Import path `module:function` of the score function "
+                          "`score(t, observables, **parameters) -> scores` (vectorised over steps).")
+    target: float = Field(1.0, description="B is reached when the score >= target.")
+    score_a: float | None = Field(
+        None, description="Classic AMS variant: a trajectory also ends when its score falls to "
+        "score_a or below after having been above it. `null` (default): fixed-horizon TAMS.")
+    parameters: dict[str, Any] = Field(default_factory=dict,
+                                       description="Keyword arguments of the score function.")
+
+    @field_validator("function")
+    @classmethod
+    def _import_path(cls, v: str) -> str:
+        if ":" not in v or v.startswith(":") or v.endswith(":"):
+            raise ValueError("must be an import path 'module:function', e.g. mymodel:score")
+        return v
+
+
+class TamsSection(Strict):
+    trajectories: int = Field(description="N, the ensemble size (>= 2).")
+    kill_per_iteration: int = Field(
+        1, description="k, trajectories killed per iteration (>= 1, < N; ties kill more). A "
+        "statistical choice, independent of the number of workers.")
+    horizon: float = Field(description="T, the time horizon; trajectories run round(T/dt) steps.")
+    max_iterations: int = Field(100000, description="Stop a replica after this many iterations "
+                                "(the estimate is then biased; it is reported as such).")
+    segment_steps: int = Field(250, description="Steps per model run (segment); a trajectory "
+                               "is run in segments of this many steps.")
+
+    @field_validator("trajectories")
+    @classmethod
+    def _n(cls, v: int) -> int:
+        if v < 2:
+            raise ValueError("must be an integer >= 2 (the ensemble size N)")
+        return v
+
+    @field_validator("kill_per_iteration", "max_iterations", "segment_steps")
+    @classmethod
+    def _pos(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be an integer >= 1")
+        return v
+
+    @field_validator("horizon")
+    @classmethod
+    def _t(cls, v: float) -> float:
+        if not (v > 0 and math.isfinite(v)):
+            raise ValueError("must be a finite time > 0")
+        return v
+
+    @model_validator(mode="after")
+    def _k_lt_n(self) -> "TamsSection":
+        if self.kill_per_iteration >= self.trajectories:
+            raise ValueError(
+                f"kill_per_iteration ({self.kill_per_iteration}) must be smaller than trajectories "
+                f"({self.trajectories})")
+        return self
+
+
+class RunnerSection(Strict):
+    kind: Literal["threads", "processes"] = Field(
+        "threads", description="`threads` (Parsl ThreadPoolExecutor, default) or `processes` "
+        "(Parsl HighThroughputExecutor on this machine, bound to loopback).")
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1,
+                         description="Segments run at the same time (default: the number of cores).")
+    retries: int = Field(1, description="Times a failed segment is re-run before the campaign stops.")
+    segment_timeout: float | None = Field(
+        None, description="Seconds after which a segment is killed (whole process group); null: none.")
+    address: str = Field("127.0.0.1", description="Address Parsl's interchange binds to "
+                         "(`processes`); loopback unless workers run elsewhere.")
+
+    @field_validator("workers")
+    @classmethod
+    def _w(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be an integer >= 1")
+        return v
+
+    @field_validator("retries")
+    @classmethod
+    def _r(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be an integer >= 0")
+        return v
+
+    @field_validator("segment_timeout")
+    @classmethod
+    def _to(cls, v: float | None) -> float | None:
+        if v is not None and not v > 0:
+            raise ValueError("must be a number of seconds > 0, or null for no timeout")
+        return v
+
+
+class DatabaseSection(Strict):
+    path: str | None = Field(None, description="The HDF5 database (relative to the current "
+                             "directory); default `<campaign file stem>.h5`.")
+    run_dir: str | None = Field(None, description="Directory for segment directories and states; "
+                                "default: the database path with `.run` instead of `.h5`.")
+    keep_states: Literal["live", "all"] = Field(
+        "live", description="`live`: delete states no live trajectory can branch from; `all`: keep.")
+
+
+class Campaign(Strict):
+    name: str | None = Field(None, description="Campaign name (default: the YAML file's stem).")
+    seed: int = Field(description="The campaign seed (an integer >= 0): the same seed gives the "
+                      "same results, bit for bit.")
+    replicas: int = Field(1, description="Independent TAMS estimates run concurrently (>= 1).")
+    model: dict[str, Any] = Field(description="The forward model; keys depend on `adapter`.")
+    score: ScoreSection
+    tams: TamsSection
+    runner: RunnerSection = Field(default_factory=RunnerSection)
+    database: DatabaseSection = Field(default_factory=DatabaseSection)
+
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, v: int) -> int:
+        if not 0 <= v < 2**63:
+            raise ValueError("must be an integer in [0, 2**63)")
+        return v
+
+    @field_validator("replicas")
+    @classmethod
+    def _rep(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be an integer >= 1")
+        return v
+
+
+class LoadedCampaign:
+    """A validated campaign plus what was derived from its file."""
+
+    def __init__(self, campaign: Campaign, model: ModelSection, path: Path, text: str):
+        self.campaign = campaign
+        self.model = model
+        self.path = path
+        self.text = text
+        self.base_dir = str(path.resolve().parent)
+        self.name = campaign.name or path.stem
+
+    @property
+    def n_steps(self) -> int:
+        return int(round(self.campaign.tams.horizon / self.model.dt))
+
+    def db_path(self, override: str | None = None) -> Path:
+        return Path(override or self.campaign.database.path or f"{self.name}.h5")
+
+    def run_dir(self, db_path: Path) -> Path:
+        if self.campaign.database.run_dir:
+            return Path(self.campaign.database.run_dir)
+        return db_path.with_suffix(".run")
+
+
+_FIXES = {
+    "missing": "is required; add it",
+    "extra_forbidden": "is not a known key; remove it or check its spelling",
+    "int_type": "must be an integer",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "string_type": "must be a string (quote it)",
+    "bool_type": "must be true or false",
+    "list_type": "must be a list",
+    "dict_type": "must be a mapping of keys to values",
+    "model_type": "must be a mapping of keys to values",
+    "model_attributes_type": "must be a mapping of keys to values",
+    "literal_error": "must be one of the allowed values",
+}
+
+
+def _loc(loc: tuple, prefix: str = "") -> str:
+    parts = [str(p) for p in loc if not (isinstance(p, str) and p in ("str", "Observable"))]
+    out = prefix
+    for p in parts:
+        if p.isdigit():
+            out += f"[{p}]"
+        else:
+            out = f"{out}.{p}" if out else p
+    return out or "(top level)"
+
+
+def format_validation_error(path: Path, err: ValidationError, prefix: str = "") -> str:
+    e = err.errors()[0]
+    key = _loc(e["loc"], prefix)
+    kind = e["type"]
+    if kind == "value_error":
+        what = str(e.get("ctx", {}).get("error", e["msg"]))
+    elif kind == "literal_error":
+        what = f"must be one of {e.get('ctx', {}).get('expected', '')}"
+    else:
+        what = _FIXES.get(kind, e["msg"][0].lower() + e["msg"][1:])
+    got = ""
+    if kind not in ("missing", "extra_forbidden") and "input" in e and not isinstance(
+            e["input"], (dict, list)):
+        got = f" (got {e['input']!r})"
+    more = f" ({len(err.errors()) - 1} more problem(s) after this one)" if len(err.errors()) > 1 else ""
+    return f"{path}: key {key}: {what}{got}.{more}"
+
+
+def _adapter_config_class(name: Any, path: Path) -> type[ModelSection]:
+    from .registry import adapter_class, known_adapters
+    if not isinstance(name, str):
+        raise ConfigError(f"{path}: key model.adapter: is required and must be one of "
+                          f"{known_adapters()}; add e.g. 'adapter: python'.")
+    try:
+        return adapter_class(name).Config
+    except KeyError:
+        raise ConfigError(f"{path}: key model.adapter: unknown adapter {name!r}; use one of "
+                          f"{known_adapters()}.") from None
+
+
+def load(path: str | os.PathLike) -> LoadedCampaign:
+    """Load and validate a campaign; raise ConfigError with one sentence on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such campaign file; check the path.") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the campaign file ({exc.__class__.__name__}); "
+                          "give a readable YAML file.") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}{where}: YAML syntax error ({problem}); fix the YAML there.") from None
+    if data is None:
+        raise ConfigError(f"{path}: the file is empty; write a campaign (see configs/ for examples).")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys (seed, model, score, "
+                          f"tams, ...), not a {type(data).__name__}.")
+    try:
+        campaign = Campaign.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(path, err)) from None
+    cls = _adapter_config_class(campaign.model.get("adapter"), path)
+    try:
+        model = cls.model_validate(campaign.model)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(path, err, "model")) from None
+    loaded = LoadedCampaign(campaign, model, path, text)
+    if loaded.n_steps < 1:
+        raise ConfigError(f"{path}: key tams.horizon: T/dt = {campaign.tams.horizon}/{model.dt} "
+                          "rounds to 0 steps; make the horizon at least one time step.")
+    if abs(loaded.n_steps * model.dt - campaign.tams.horizon) > 1e-9 * campaign.tams.horizon:
+        raise ConfigError(f"{path}: key tams.horizon: {campaign.tams.horizon} is not a whole "
+                          f"number of time steps of {model.dt}; use e.g. {loaded.n_steps * model.dt!r}.")
+    return loaded

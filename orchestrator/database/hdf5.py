@@ -1,0 +1,302 @@
+"""The HDF5 database: the only module that touches h5py.
+
+Writer: one driver process, SWMR mode (readers see a consistent file at every moment, and a
+SIGKILLed writer leaves a file whose flushed contents are intact).  Every structure is made
+before SWMR starts (SWMR forbids new objects later), so the replica count is fixed at
+creation.  Rows are buffered and committed in batches: rows first, flush, then the
+``committed`` counters and the summary, flush.  A crash between the two flushes leaves rows
+beyond the counters, which the next writer truncates.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .. import SCHEMA_VERSION, __version__
+from ..errors import DatabaseError
+from .h5clear import clear_write_flags
+from .schema import CHUNK, SUMMARY, TABLES
+
+TABLE_NAMES = tuple(TABLES)
+
+
+def _rgroup(r: int) -> str:
+    return f"replicas/{r:04d}"
+
+
+@dataclass
+class ReplicaRecord:
+    """Every committed row of one replica, as numpy columns (used to resume)."""
+
+    tables: dict[str, dict[str, np.ndarray]]
+    summary: np.void
+
+
+class Lock:
+    """An exclusive lock file beside the database: one writer at a time."""
+
+    def __init__(self, db_path: Path):
+        self.path = Path(str(db_path) + ".lock")
+        self.fh = None
+
+    def acquire(self) -> None:
+        self.fh = open(self.path, "a+")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.fh.seek(0)
+            pid = self.fh.read().strip() or "?"
+            self.fh.close()
+            self.fh = None
+            raise DatabaseError(f"{self.path.with_suffix('')}: another `tams run` (pid {pid}) is "
+                                "writing this database; wait for it or stop it first.") from None
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.write(str(os.getpid()))
+        self.fh.flush()
+
+    def release(self) -> None:
+        if self.fh is not None:
+            fcntl.flock(self.fh, fcntl.LOCK_UN)
+            self.fh.close()
+            self.fh = None
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+
+
+class Writer:
+    """The driver's handle on the database."""
+
+    def __init__(self, path: Path, f: h5py.File, lock: Lock):
+        self.path = path
+        self.f = f
+        self.lock = lock
+        self.n_replicas = int(f.attrs["replicas"])
+        self.n_obs = int(f.attrs["n_observables"])
+        self._buffers: list[dict[str, dict[str, list]]] = [
+            {t: {c: [] for c in cols} for t, cols in TABLES.items()} for _ in range(self.n_replicas)]
+        self._dirty: set[int] = set()
+        self._counts = [np.array(f[_rgroup(r)]["committed"][...]) for r in range(self.n_replicas)]
+        self._summary = [f[_rgroup(r)]["summary"][0] for r in range(self.n_replicas)]
+        self.last_commit = time.monotonic()
+
+    # --- creation / opening -------------------------------------------------------------
+    @classmethod
+    def create(cls, path: Path, *, config_text: str, seed: int, replicas: int,
+               observables: list[dict], name: str, fingerprint: str,
+               identity: str = "{}") -> "Writer":
+        lock = Lock(path)
+        lock.acquire()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".creating")
+            f = h5py.File(tmp, "w", libver="latest")
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            f.attrs["software_version"] = __version__
+            f.attrs["config_yaml"] = config_text
+            f.attrs["fingerprint"] = fingerprint
+            f.attrs["identity"] = identity
+            f.attrs["seed"] = np.int64(seed)
+            f.attrs["replicas"] = np.int64(replicas)
+            f.attrs["name"] = name
+            f.attrs["observables"] = json.dumps(observables)
+            f.attrs["n_observables"] = np.int64(len(observables))
+            f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            n_obs = len(observables)
+            for r in range(replicas):
+                g = f.create_group(_rgroup(r))
+                for table, cols in TABLES.items():
+                    tg = g.create_group(table)
+                    for col, dt in cols.items():
+                        if table == "steps" and col == "obs":
+                            tg.create_dataset(col, shape=(0, n_obs), maxshape=(None, n_obs),
+                                              dtype=dt, chunks=(CHUNK, n_obs))
+                        else:
+                            tg.create_dataset(col, shape=(0,), maxshape=(None,), dtype=dt,
+                                              chunks=(CHUNK,))
+                g.create_dataset("committed", data=np.zeros(len(TABLES), dtype=np.int64))
+                s = np.zeros(1, dtype=SUMMARY)
+                s["estimate"] = np.nan
+                s["log_estimate"] = np.nan
+                s["level"] = np.nan
+                g.create_dataset("summary", data=s)
+            g = f.create_group("run")
+            g.create_dataset("wall_time", data=np.zeros(1))
+            g.create_dataset("sessions", data=np.zeros(1, dtype=np.int64))
+            g.create_dataset("state_bytes", data=np.zeros(1, dtype=np.int64))
+            f.close()
+            os.replace(tmp, path)  # a database either exists whole or not at all
+            f = h5py.File(path, "r+", libver="latest")
+            f.swmr_mode = True
+            return cls(path, f, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def open(cls, path: Path) -> "Writer":
+        lock = Lock(path)
+        lock.acquire()
+        try:
+            try:
+                clear_write_flags(str(path))  # a previous driver was killed: h5clear -s
+            except (OSError, ValueError) as exc:
+                raise DatabaseError(f"{path}: not a usable database ({exc}); move it away or give "
+                                    "another database.path.") from None
+            try:
+                f = h5py.File(path, "r+", libver="latest")
+            except OSError as exc:
+                raise DatabaseError(f"{path}: cannot open the database for writing ({exc}); "
+                                    "move it away or give another database.path.") from None
+            if int(f.attrs.get("schema_version", -1)) != SCHEMA_VERSION:
+                f.close()
+                raise DatabaseError(f"{path}: database schema version "
+                                    f"{f.attrs.get('schema_version')} is not {SCHEMA_VERSION}; use "
+                                    "the tams version that made it or a new database.path.")
+            # truncate rows beyond the committed counters (debris of a killed driver)
+            for r in range(int(f.attrs["replicas"])):
+                g = f[_rgroup(r)]
+                counts = g["committed"][...]
+                for ti, (table, cols) in enumerate(TABLES.items()):
+                    for col in cols:
+                        ds = g[table][col]
+                        if ds.shape[0] != counts[ti]:
+                            ds.resize(int(counts[ti]), axis=0)
+            f.swmr_mode = True
+            return cls(path, f, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    # --- attributes ---------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        return str(self.f.attrs["fingerprint"])
+
+    @property
+    def config_text(self) -> str:
+        return str(self.f.attrs["config_yaml"])
+
+    # --- buffered appends ---------------------------------------------------------------
+    def append(self, replica: int, table: str, **columns: Any) -> None:
+        """Buffer rows (scalars or equal-length arrays) for ``table`` of ``replica``."""
+        buf = self._buffers[replica][table]
+        for col in TABLES[table]:
+            buf[col].append(columns[col])
+        self._dirty.add(replica)
+
+    def set_summary(self, replica: int, **values: Any) -> None:
+        s = self._summary[replica]
+        for k, v in values.items():
+            s[k] = v
+        self._dirty.add(replica)
+
+    def add_wall_time(self, seconds: float) -> None:
+        self._wall_pending = getattr(self, "_wall_pending", 0.0) + seconds
+
+    def set_state_bytes(self, n: int) -> None:
+        self.f["run/state_bytes"][0] = n
+
+    def pending_rows(self) -> int:
+        return sum(len(b["segments"]["traj"]) for b in self._buffers)
+
+    def commit(self) -> None:
+        """Write buffered rows, flush, then the counters and summaries, flush."""
+        dirty = sorted(self._dirty)
+        new_counts = {}
+        for r in dirty:
+            g = self.f[_rgroup(r)]
+            counts = self._counts[r].copy()
+            for ti, (table, cols) in enumerate(TABLES.items()):
+                buf = self._buffers[r][table]
+                if not buf[next(iter(cols))]:
+                    continue
+                n0 = int(counts[ti])
+                n_new = None
+                for col, dt in cols.items():
+                    parts = buf[col]
+                    if table == "steps" and col == "obs":
+                        data = np.concatenate([np.asarray(p, dtype=dt).reshape(-1, self.n_obs)
+                                               for p in parts])
+                    else:
+                        data = np.concatenate([np.atleast_1d(np.asarray(p, dtype=dt))
+                                               for p in parts])
+                    if n_new is None:
+                        n_new = data.shape[0]
+                    elif data.shape[0] != n_new:
+                        raise AssertionError(f"table {table}: column {col} has {data.shape[0]} "
+                                             f"rows, expected {n_new}")
+                    ds = g[table][col]
+                    ds.resize(n0 + n_new, axis=0)
+                    ds[n0:n0 + n_new] = data
+                    parts.clear()
+                counts[ti] = n0 + n_new
+            new_counts[r] = counts
+        if dirty:
+            self.f.flush()
+        for r in dirty:
+            g = self.f[_rgroup(r)]
+            g["committed"][...] = new_counts[r]
+            self._counts[r] = new_counts[r]
+            g["summary"][0] = self._summary[r]
+        wall = getattr(self, "_wall_pending", 0.0)
+        if wall:
+            self.f["run/wall_time"][0] += wall
+            self._wall_pending = 0.0
+        self.f.flush()
+        self._dirty.clear()
+        self.last_commit = time.monotonic()
+
+    def new_session(self) -> None:
+        self.f["run/sessions"][0] += 1
+
+    # --- reading back (resume) ----------------------------------------------------------
+    def load_replica(self, r: int) -> ReplicaRecord:
+        return _load_replica(self.f, r, self._counts[r])
+
+    def close(self) -> None:
+        try:
+            if self.f.id.valid:
+                self.commit()
+                self.f.close()
+        finally:
+            self.lock.release()
+
+
+def _load_replica(f: h5py.File, r: int, counts: np.ndarray) -> ReplicaRecord:
+    g = f[_rgroup(r)]
+    tables = {}
+    for ti, (table, cols) in enumerate(TABLES.items()):
+        n = int(counts[ti])
+        tables[table] = {col: g[table][col][:n] for col in cols}
+    return ReplicaRecord(tables, g["summary"][0])
+
+
+def open_reader(path: Path) -> h5py.File:
+    try:
+        return h5py.File(path, "r", swmr=True, libver="latest")
+    except FileNotFoundError:
+        raise DatabaseError(f"{path}: no such database; give the path of a campaign's .h5 file.") from None
+    except OSError as exc:
+        raise DatabaseError(f"{path}: cannot be read as a tams database ({exc}).") from None
+
+
+def read_replica(f: h5py.File, r: int) -> ReplicaRecord:
+    g = f[_rgroup(r)]
+    for ds in (g["committed"], g["summary"]):
+        ds.refresh()
+    counts = g["committed"][...]
+    for table, cols in TABLES.items():
+        for col in cols:
+            g[table][col].refresh()
+    return _load_replica(f, r, counts)
