@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, wait
@@ -129,7 +130,8 @@ class Driver:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             initial = model.initial_state(str(self.run_dir / "initial"))
             run_dir = str(self.run_dir)
-            rel = lambda p: str(Path(p).relative_to(run_dir)) if p.startswith(run_dir) else p
+            prefix = run_dir + os.sep
+            rel = lambda p: p[len(prefix):] if p.startswith(prefix) else p
             s = self.settings()
             replicas = [Replica(r, s, db, scorer, run_dir, initial, rel)
                         for r in range(self.loaded.campaign.replicas)]

@@ -33,8 +33,9 @@ class Traj:
     key: tuple[int, int]
     scores: list = field(default_factory=list)  # arrays of own scores (steps branch+1 ...)
     n_own: int = 0
-    ck_steps: list = field(default_factory=list)
-    ck_refs: list = field(default_factory=list)  # StateRef per checkpoint
+    ck_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    ck_file: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    ck_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     status: Status = Status.RUNNING
     end: int = -1
     max_score: float = -math.inf
@@ -99,7 +100,8 @@ class Replica:
         self.segments = 0
         self.failed = 0
         self.in_flight = 0
-        self.files: dict[str, int] = {}
+        self.files: dict[str, int] = {}  # absolute path -> file id
+        self.paths: list[str] = []  # file id -> absolute path
         self.wall_time = 0.0
         self.garbage: list[int] = []  # ids whose files may go once the forgetting is committed
 
@@ -111,13 +113,16 @@ class Replica:
         return t
 
     def _file_id(self, path: str) -> int:
-        rel = self.rel(path)
-        fid = self.files.get(rel)
+        fid = self.files.get(path)
         if fid is None:
-            fid = len(self.files)
-            self.files[rel] = fid
-            self.db.append(self.r, "files", path=rel.encode())
+            fid = len(self.paths)
+            self.files[path] = fid
+            self.paths.append(path)
+            self.db.append(self.r, "files", path=self.rel(path).encode())
         return fid
+
+    def _ref(self, t: Traj, i: int) -> StateRef:
+        return StateRef(self.paths[int(t.ck_file[i])], int(t.ck_index[i]))
 
     def n_reached(self) -> int:
         return sum(1 for t in self.slots if self.trajs[int(t)].max_score >= self.s.target)
@@ -162,10 +167,10 @@ class Replica:
 
     def _ckpt_at_or_before(self, t: Traj, b: int) -> tuple[int, StateRef | None]:
         for p, lo, hi in reversed(self._chain(t, b)):
-            steps = np.asarray(p.ck_steps, dtype=np.int64)
+            steps = p.ck_steps
             i = np.searchsorted(steps, hi, side="right") - 1
             if i >= 0 and steps[i] > lo:
-                return int(steps[i]), p.ck_refs[i]
+                return int(steps[i]), self._ref(p, i)
         return 0, self.initial
 
     def _ckpt_at_or_after(self, t: Traj, b: int) -> tuple[int, StateRef] | None:
@@ -173,10 +178,10 @@ class Replica:
         for p, lo, hi in self._chain(t, end):
             if hi < b:
                 continue
-            steps = np.asarray(p.ck_steps, dtype=np.int64)
+            steps = p.ck_steps
             i = np.searchsorted(steps, max(b, lo + 1), side="left")
             if i < steps.size and steps[i] <= hi:
-                return int(steps[i]), p.ck_refs[i]
+                return int(steps[i]), self._ref(p, i)
         return None
 
     def _noise(self, t: Traj, first: int, last: int) -> np.ndarray:
@@ -268,12 +273,13 @@ class Replica:
         keep = (ck.steps >= own_first) & (ck.steps <= last)
         idx = np.flatnonzero(keep)
         if idx.size:
-            fids = np.array([self._file_id(ck.files[j]) for j in ck.file_of[idx]], dtype=np.int64)
+            ids = np.array([self._file_id(f) for f in ck.files], dtype=np.int64)
+            fids = ids[ck.file_of[idx]]
             db.append(self.r, "checkpoints", traj=np.full(idx.size, t.id), step=ck.steps[idx],
                       file=fids, index=ck.index[idx])
-            for j in idx:
-                t.ck_steps.append(int(ck.steps[j]))
-                t.ck_refs.append(ck.ref(int(j)))
+            t.ck_steps = np.concatenate([t.ck_steps, ck.steps[idx]])
+            t.ck_file = np.concatenate([t.ck_file, fids])
+            t.ck_index = np.concatenate([t.ck_index, ck.index[idx]])
         pv = res.provenance
         db.append(self.r, "segments", traj=t.id, step0=req.step0, n_steps=req.n_steps,
                   first_own=own_first, last_own=last, wall_time=res.wall_time,
@@ -377,7 +383,7 @@ class Replica:
             self.garbage.append(tid)
 
     def live_files(self) -> set[str]:
-        return {ref.path for t in self.trajs.values() for ref in t.ck_refs}
+        return {self.paths[int(f)] for t in self.trajs.values() for f in np.unique(t.ck_file)}
 
     # --- resume -------------------------------------------------------------------------
     def restore(self, rec) -> list[Task]:
@@ -402,8 +408,8 @@ class Replica:
         if it["iteration"].size:
             self.iteration = int(it["iteration"][-1])
             self.log_weight = float(it["log_weight"][-1])
-        paths = [p.decode() for p in T["files"]["path"]]
-        self.files = {p: i for i, p in enumerate(paths)}
+        self.paths = [os.path.join(self.run_dir, p.decode()) for p in T["files"]["path"]]
+        self.files = {p: i for i, p in enumerate(self.paths)}
         st = T["steps"]
         order = np.lexsort((st["step"], st["traj"]))
         traj_sorted = st["traj"][order]
@@ -418,12 +424,13 @@ class Replica:
                 t.next_step = t.branch + t.n_own
         ck = T["checkpoints"]
         o = np.lexsort((ck["step"], ck["traj"]))
-        for j in o:
-            t = self.trajs.get(int(ck["traj"][j]))
-            if t is not None:
-                t.ck_steps.append(int(ck["step"][j]))
-                t.ck_refs.append(StateRef(os.path.join(self.run_dir, paths[int(ck["file"][j])]),
-                                          int(ck["index"][j])))
+        ck_traj = ck["traj"][o]
+        for tid, t in self.trajs.items():
+            a, e = np.searchsorted(ck_traj, [tid, tid + 1])
+            if e > a:
+                t.ck_steps = ck["step"][o[a:e]]
+                t.ck_file = ck["file"][o[a:e]]
+                t.ck_index = ck["index"][o[a:e]]
         en = T["trajectories"]
         for tid, end, status, mx in zip(en["id"], en["end_step"], en["status"], en["max_score"]):
             t = self.trajs.get(int(tid))

@@ -89,6 +89,10 @@ class Writer:
         self._counts = [np.array(f[_rgroup(r)]["committed"][...]) for r in range(self.n_replicas)]
         self._summary = [f[_rgroup(r)]["summary"][0] for r in range(self.n_replicas)]
         self.last_commit = time.monotonic()
+        self._ds = {(r, t, c): f[_rgroup(r)][t][c] for r in range(self.n_replicas)
+                    for t, cols in TABLES.items() for c in cols}
+        self._meta = {r: (f[_rgroup(r)]["committed"], f[_rgroup(r)]["summary"])
+                      for r in range(self.n_replicas)}
 
     # --- creation / opening -------------------------------------------------------------
     @classmethod
@@ -215,7 +219,6 @@ class Writer:
         dirty = sorted(self._dirty)
         new_counts = {}
         for r in dirty:
-            g = self.f[_rgroup(r)]
             counts = self._counts[r].copy()
             for ti, (table, cols) in enumerate(TABLES.items()):
                 buf = self._buffers[r][table]
@@ -236,7 +239,7 @@ class Writer:
                     elif data.shape[0] != n_new:
                         raise AssertionError(f"table {table}: column {col} has {data.shape[0]} "
                                              f"rows, expected {n_new}")
-                    ds = g[table][col]
+                    ds = self._ds[(r, table, col)]
                     ds.resize(n0 + n_new, axis=0)
                     ds[n0:n0 + n_new] = data
                     parts.clear()
@@ -245,10 +248,10 @@ class Writer:
         if dirty:
             self.f.flush()
         for r in dirty:
-            g = self.f[_rgroup(r)]
-            g["committed"][...] = new_counts[r]
+            committed, summary = self._meta[r]
+            committed[...] = new_counts[r]
             self._counts[r] = new_counts[r]
-            g["summary"][0] = self._summary[r]
+            summary[0] = self._summary[r]
         wall = getattr(self, "_wall_pending", 0.0)
         if wall:
             self.f["run/wall_time"][0] += wall

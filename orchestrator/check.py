@@ -1,0 +1,52 @@
+"""``tams check CAMPAIGN.yaml``: validate the YAML, find the model, run one short segment in a
+temporary directory, validate its outputs and show what came out.  Writes nothing else."""
+from __future__ import annotations
+
+import tempfile
+import time
+
+import numpy as np
+
+from . import noise as nz
+from .campaign import Driver
+from .config import load
+from .errors import UserError
+from .model import ModelRunError, SegmentRequest
+from .replica import Replica
+
+
+def check(path: str, n_steps: int = 100) -> int:
+    loaded = load(path)
+    print(f"{loaded.path}: the YAML is valid (adapter {loaded.model.adapter}, "
+          f"{loaded.campaign.replicas} replica(s) of N = {loaded.campaign.tams.trajectories}, "
+          f"{loaded.n_steps} steps per trajectory)")
+    driver = Driver(loaded)
+    model, scorer, _ = driver._prepare()
+    s = driver.settings()
+    n = min(n_steps, s.segment_steps, s.horizon)
+    with tempfile.TemporaryDirectory(prefix="tams-check-") as tmp:
+        initial = model.initial_state(f"{tmp}/initial")
+        key = nz.trajectory_key(s.seed, 0, 0)
+        req = SegmentRequest(workdir=f"{tmp}/segment", start=initial, step0=0, n_steps=n,
+                             dt=s.dt, checkpoint_every=s.checkpoint_every,
+                             noise=nz.step_noise(key, 1, n, s.noise_dim) if s.noise_mode == "file" else None,
+                             seed=nz.segment_seed(key, 0) if s.noise_mode == "seed" else None,
+                             parameters=s.parameters, timeout=s.timeout)
+        t0 = time.perf_counter()
+        try:
+            res = model.run_segment(req)
+            Replica.validate(type("R", (), {"s": s})(), req, res)
+        except ModelRunError as exc:
+            raise UserError(f"{loaded.path}: the model failed its test segment: {exc}") from None
+        wall = time.perf_counter() - t0
+        scores = scorer(res.steps * s.dt, res.observables)
+    print(f"one segment of {n} steps ran in {wall * 1e3:.1f} ms ({wall / n * 1e6:.1f} µs per step), "
+          f"{res.checkpoints.steps.size} checkpoint(s)")
+    names = [o.name for o in loaded.model.observable_specs()]
+    for i, name in enumerate(names):
+        col = res.observables[:, i]
+        print(f"  observable {name:>12}: first {col[0]:.6g}, last {col[-1]:.6g}, "
+              f"range [{col.min():.6g}, {col.max():.6g}]")
+    print(f"  score: range [{scores.min():.6g}, {scores.max():.6g}] (target {s.target})")
+    print("check passed")
+    return 0
