@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -28,7 +29,14 @@ def parsl_config(runner: RunnerSection, run_dir: Path):
     if runner.kind == "threads":
         executor = ThreadPoolExecutor(label="tams", max_threads=runner.workers)
     elif runner.kind == "processes":
+        # Parsl finds its helper scripts on PATH; name them through this interpreter so a
+        # driver started from a virtual environment that is not on PATH still works.
+        from parsl.executors.high_throughput import executor as htex
+        launch = htex.DEFAULT_LAUNCH_CMD.replace(
+            "process_worker_pool.py", f"{sys.executable} -m parsl.executors.high_throughput.process_worker_pool", 1)
         executor = HighThroughputExecutor(
+            launch_cmd=launch,
+            interchange_launch_cmd=[sys.executable, "-m", "parsl.executors.high_throughput.interchange"],
             label="tams", address=runner.address, loopback_address="127.0.0.1",
             max_workers_per_node=runner.workers, cores_per_worker=1,
             worker_logdir_root=str(run_dir / "parsl"), heartbeat_period=5,
