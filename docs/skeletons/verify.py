@@ -31,7 +31,21 @@ def reference(state_in, noise, step0):
     return np.array(obs), states
 
 
+def doc_in_sync() -> None:
+    """docs/protocol.md shows the skeletons in full; the copies must equal these files."""
+    doc = (HERE.parent / "protocol.md").read_text()
+    for f in ("skeleton.f90", "skeleton.c"):
+        if (HERE / f).read_text().rstrip() + "\n```" not in doc:
+            raise Failure(f"docs/protocol.md does not show the current {f}; paste it in again")
+    print("docs/protocol.md shows both skeletons verbatim")
+
+
 def main() -> int:
+    try:
+        doc_in_sync()
+    except Failure as e:
+        print(f"FAIL: {e}")
+        return 1
     subprocess.run(["make", "-C", str(HERE)], check=True)
     for b in ("skeleton-f", "skeleton-c"):
         print(f"{b}:")
