@@ -127,7 +127,6 @@ program doublewell2d
   if (noise_dim /= 2) call die('noise_dim must be 2 for this model')
   if (len_trim(trace_file) == 0) call die('trace_file missing')
   if (.not. (eps >= 0.0_real64)) call die('parameter eps must be >= 0')
-  write(ckfmt, '(A,I0,A,I0,A)') '(A,I', checkpoint_digits, '.', checkpoint_digits, ',A)'
 
   ! initial state
   if (len_trim(state_in) == 0) then
@@ -181,6 +180,8 @@ program doublewell2d
     write(tu, '(I0,3(1X,ES24.16E3))', iostat=ios, iomsg=msg) step, real(step, real64)*dt, x, y
     if (ios /= 0) call die('cannot write trace_file: '//trim(msg))
     if (mod(step, checkpoint_every) == 0 .or. i == n_steps) then
+      ! zero-padded to checkpoint_digits, wider if the step needs more digits (like C's %0*lld)
+      write(ckfmt, '(A,I0,A)') '(A,I0.', max(checkpoint_digits, ndigits(step)), ',A)'
       write(ckname, ckfmt) trim(checkpoint_prefix), step, trim(checkpoint_suffix)
       open(newunit=u, file=trim(ckname), access='stream', form='unformatted', status='replace', &
            action='write', iostat=ios, iomsg=msg)
@@ -194,6 +195,13 @@ program doublewell2d
   if (ios /= 0) call die('cannot close trace_file: '//trim(msg))
 
 contains
+  integer function ndigits(n)
+    integer(int64), intent(in) :: n
+    character(len=24) :: buf
+    write(buf, '(I0)') n
+    ndigits = len_trim(buf)
+  end function
+
   subroutine die(text)
     character(len=*), intent(in) :: text
     write(error_unit, '(A)') 'doublewell2d: '//trim(text)
