@@ -3,4 +3,5 @@ to the class implementing it; the orchestrator resolves names through this table
 
 ADAPTERS = {
     "python": "adapters.python:PythonModel",
+    "executable": "adapters.executable:ExecutableModel",
 }

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .config import RunnerSection
 from .model import SegmentRequest
-from .worker import run_segment
+from .worker import run_segment, shutdown_models
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ class Executor:
             return
         import parsl
         dfk, self.dfk = self.dfk, None
+        shutdown_models()  # models started by thread workers of this process
         try:
             dfk.cleanup()
         finally:

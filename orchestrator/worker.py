@@ -42,3 +42,12 @@ def run_segment(spec: tuple[str, dict, str], request: SegmentRequest,
     except Exception as exc:  # an adapter bug must still name the segment
         raise ModelRunError(f"segment {request.workdir}: {type(exc).__name__}: {exc}",
                             request.workdir) from None
+
+
+def shutdown_models() -> None:
+    """Stop every model run this process started (Ctrl-C, SIGTERM, failure)."""
+    for model in list(_MODELS.values()):
+        try:
+            model.shutdown()
+        except Exception:  # pragma: no cover - best effort on the way out
+            pass
