@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a fresh Debian machine and run it.
+# As root it installs the system packages with apt-get; elsewhere it expects them present.
+# With TAMS_CI=1 (set by .ci/run) a test that would skip for want of a service fails instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v gfortran >/dev/null || need+=(gfortran)
+command -v make >/dev/null || need+=(make)
+command -v gcc >/dev/null || need+=(gcc libc6-dev)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "missing system packages: ${need[*]} (install them, or run as root)" >&2
+    exit 1
+  fi
+fi
+
+python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip >/dev/null
+.venv/bin/pip install -q -e '.[test]'
+make -s -C containers all
+
+exec .venv/bin/python -m pytest -q "$@"
