@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import signal
 import sys
 import time
@@ -97,15 +98,24 @@ def cmd_run(args) -> int:
 
 # --- status / report ---------------------------------------------------------------------
 def _dir_bytes(path: Path) -> int:
+    """Bytes under ``path``; files may vanish meanwhile (the driver collects garbage)."""
     total = 0
-    if path.is_dir():
-        for p in path.rglob("*"):
+    for root, _dirs, files in os.walk(path, onerror=lambda e: None):
+        for name in files:
             try:
-                if p.is_file():
-                    total += p.stat().st_size
+                total += os.lstat(os.path.join(root, name)).st_size
             except OSError:
                 pass
     return total
+
+
+def _run_dir(db_path: Path, config_yaml: str) -> Path:
+    import yaml
+    try:
+        run_dir = (yaml.safe_load(config_yaml).get("database") or {}).get("run_dir")
+    except Exception:
+        run_dir = None
+    return Path(run_dir) if run_dir else db_path.with_suffix(".run")
 
 
 def cmd_status(args) -> int:
@@ -115,7 +125,7 @@ def cmd_status(args) -> int:
         done = sum(v.outcome != 0 for v in reps)
         print(f"campaign {db.name}: {done}/{len(reps)} replicas done, wall time "
               f"{db.wall_time():.1f} s, states on disk "
-              f"{_dir_bytes(Path(args.database).with_suffix('.run')) / 1e6:.1f} MB")
+              f"{_dir_bytes(_run_dir(Path(args.database), db.config_yaml)) / 1e6:.1f} MB")
         print(f"{'replica':>7} {'state':>14} {'iter':>6} {'level':>9} {'p (running)':>12} "
               f"{'in flight':>9} {'failed':>6} {'segments':>8} {'steps':>10}")
         for v in reps:

@@ -220,7 +220,7 @@ class Replica:
     def start(self) -> list[Task]:
         """A fresh replica: the N initial trajectories."""
         for i in range(self.s.n):
-            self._new_traj(i, -1, 0, 0)
+            self._new_traj(i, -1, 0, 0).left_a = False  # starts in A (classic AMS)
             self.db.append(self.r, "created", iteration=0, slot=i, id=i, killed=-1, parent=-1,
                            branch_step=0, start_step=0)
         self._summary()
