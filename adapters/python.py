@@ -84,7 +84,18 @@ class PythonModel(ForwardModel):
             p = Path(self.base_dir, init)
             if not p.is_file():
                 problems.append(f"key model.initial_state: file {p} does not exist; give a .npy "
-                                "file or a list of numbers")
+                                "file (relative to the campaign file) or a list of numbers")
+            else:
+                try:
+                    state = np.load(p, allow_pickle=False)
+                    ok = state.dtype.kind in "biuf"
+                except Exception as exc:
+                    problems.append(f"key model.initial_state: file {p} cannot be read as a .npy "
+                                    f"array ({type(exc).__name__}); save the state with numpy.save")
+                else:
+                    if not ok:
+                        problems.append(f"key model.initial_state: file {p} holds {state.dtype} "
+                                        "data, not numbers; save a numeric array with numpy.save")
         return problems
 
     def initial_state(self, workdir: str) -> StateRef:
