@@ -27,7 +27,9 @@ _OBS = "observables.npy"  # written last, atomically: its presence marks a finis
 
 
 class PythonModelConfig(ModelSection):
-    adapter: Literal["python"] = Field(description="`python`.")
+    """`adapter: python` — a Python step function, run in the worker; states saved as .npy."""
+
+    adapter: Literal["python"] = Field(description="`python` selects this adapter.")
     step: str = Field(description="Import path `module:function` of "
                       "`step(state, t, dt, noise, **parameters) -> new_state`.")
     observe: str | None = Field(None, description="Import path of `observe(state) -> observables`; "

@@ -37,7 +37,8 @@ class Observable(Strict):
 class ModelSection(Strict):
     """Keys common to every adapter; each adapter extends this with its own keys."""
 
-    adapter: str = Field(description="Which adapter runs the model: `python` or `executable`.")
+    adapter: str = Field(description="Which adapter runs the model, e.g. `python`; each adapter "
+                         "adds its own keys (configuration reference: one section per adapter).")
     dt: float = Field(description="Model time step (> 0). Step s is at time s*dt.")
     noise_dim: int = Field(1, description="Number of standard-normal noise values per step (>= 1).")
     noise: Literal["file", "seed"] = Field(
@@ -81,6 +82,8 @@ class ModelSection(Strict):
 
 
 class ScoreSection(Strict):
+    """The score function xi(t, observables), computed by the orchestrator, and the target B."""
+
     function: str = Field(description="Import path `module:function` of the score function "
                           "`score(t, observables, **parameters) -> scores` (vectorised over steps).")
     target: float = Field(1.0, description="B is reached when the score >= target.")
@@ -99,6 +102,8 @@ class ScoreSection(Strict):
 
 
 class TamsSection(Strict):
+    """The TAMS algorithm's settings (DESIGN §4)."""
+
     trajectories: int = Field(description="N, the ensemble size (>= 2).")
     kill_per_iteration: int = Field(
         1, description="k, trajectories killed per iteration (>= 1, < N; ties kill more). A "
@@ -141,11 +146,14 @@ class TamsSection(Strict):
 
 
 class RunnerSection(Strict):
+    """Where and how many segments run at once (Parsl).  Never changes the results."""
+
     kind: Literal["threads", "processes"] = Field(
         "threads", description="`threads` (Parsl ThreadPoolExecutor, default) or `processes` "
         "(Parsl HighThroughputExecutor on this machine, bound to loopback).")
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1,
-                         description="Segments run at the same time (default: the number of cores).")
+                         description="Segments run at the same time (default: the number of cores).",
+                         json_schema_extra={"doc_default": "the number of cores"})
     retries: int = Field(1, description="Times a failed segment is re-run before the campaign stops.")
     segment_timeout: float | None = Field(
         None, description="Seconds after which a segment is killed (whole process group); null: none.")
@@ -175,6 +183,8 @@ class RunnerSection(Strict):
 
 
 class DatabaseSection(Strict):
+    """The HDF5 database and the directory of model states.  Never changes the results."""
+
     path: str | None = Field(None, description="The HDF5 database (relative to the current "
                              "directory); default `<campaign file stem>.h5`.")
     run_dir: str | None = Field(None, description="Directory for segment directories and states; "
@@ -184,15 +194,21 @@ class DatabaseSection(Strict):
 
 
 class Campaign(Strict):
+    """One campaign: the top level of the YAML file."""
+
     name: str | None = Field(None, description="Campaign name (default: the YAML file's stem).")
     seed: int = Field(description="The campaign seed (an integer >= 0): the same seed gives the "
                       "same results, bit for bit.")
     replicas: int = Field(1, description="Independent TAMS estimates run concurrently (>= 1).")
     model: dict[str, Any] = Field(description="The forward model; keys depend on `adapter`.")
-    score: ScoreSection
-    tams: TamsSection
-    runner: RunnerSection = Field(default_factory=RunnerSection)
-    database: DatabaseSection = Field(default_factory=DatabaseSection)
+    score: ScoreSection = Field(description="The score function and target (section `score`).")
+    tams: TamsSection = Field(description="The TAMS settings: N, k, horizon (section `tams`).")
+    runner: RunnerSection = Field(default_factory=RunnerSection,
+                                  description="Execution: threads or processes, workers, retries "
+                                  "(section `runner`).")
+    database: DatabaseSection = Field(default_factory=DatabaseSection,
+                                      description="Where results and states are stored (section "
+                                      "`database`).")
 
     @field_validator("seed")
     @classmethod
