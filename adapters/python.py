@@ -27,7 +27,9 @@ _OBS = "observables.npy"  # written last, atomically: its presence marks a finis
 
 
 class PythonModelConfig(ModelSection):
-    adapter: Literal["python"] = Field(description="`python`.")
+    """`adapter: python` — a Python step function, run in the worker; states saved as .npy."""
+
+    adapter: Literal["python"] = Field(description="`python` selects this adapter.")
     step: str = Field(description="Import path `module:function` of "
                       "`step(state, t, dt, noise, **parameters) -> new_state`.")
     observe: str | None = Field(None, description="Import path of `observe(state) -> observables`; "
@@ -84,7 +86,18 @@ class PythonModel(ForwardModel):
             p = Path(self.base_dir, init)
             if not p.is_file():
                 problems.append(f"key model.initial_state: file {p} does not exist; give a .npy "
-                                "file or a list of numbers")
+                                "file (relative to the campaign file) or a list of numbers")
+            else:
+                try:
+                    state = np.load(p, allow_pickle=False)
+                    ok = state.dtype.kind in "biuf"
+                except Exception as exc:
+                    problems.append(f"key model.initial_state: file {p} cannot be read as a .npy "
+                                    f"array ({type(exc).__name__}); save the state with numpy.save")
+                else:
+                    if not ok:
+                        problems.append(f"key model.initial_state: file {p} holds {state.dtype} "
+                                        "data, not numbers; save a numeric array with numpy.save")
         return problems
 
     def initial_state(self, workdir: str) -> StateRef:

@@ -37,7 +37,8 @@ def check(path: str, n_steps: int = 100) -> int:
             res = model.run_segment(req)
             Replica.validate(type("R", (), {"s": s})(), req, res)
         except ModelRunError as exc:
-            raise UserError(f"{loaded.path}: the model failed its test segment: {exc}") from None
+            raise UserError(f"{loaded.path}: the model failed its test segment ({exc}); fix the "
+                            "model and run `tams check` again.") from None
         wall = time.perf_counter() - t0
         scores = scorer(res.steps * s.dt, res.observables)
     print(f"one segment of {n} steps ran in {wall * 1e3:.1f} ms ({wall / n * 1e6:.1f} µs per step), "

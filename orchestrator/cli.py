@@ -202,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except UserError as exc:
-        print(f"tams: error: {exc}", file=sys.stderr)
+        # one line, whatever the message quotes (a model's multi-line exception, stderr tail)
+        print(f"tams: error: {' / '.join(filter(None, map(str.strip, str(exc).splitlines())))}",
+              file=sys.stderr)
         return exc.exit_code
     except CampaignFailed as exc:
         print(f"tams: campaign stopped: {exc}", file=sys.stderr)

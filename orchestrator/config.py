@@ -10,13 +10,14 @@ command-line tool's output.
 """
 from __future__ import annotations
 
+import difflib
 import math
 import os
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from .errors import ConfigError
 
@@ -36,7 +37,8 @@ class Observable(Strict):
 class ModelSection(Strict):
     """Keys common to every adapter; each adapter extends this with its own keys."""
 
-    adapter: str = Field(description="Which adapter runs the model: `python` or `executable`.")
+    adapter: str = Field(description="Which adapter runs the model, e.g. `python`; each adapter "
+                         "adds its own keys (configuration reference: one section per adapter).")
     dt: float = Field(description="Model time step (> 0). Step s is at time s*dt.")
     noise_dim: int = Field(1, description="Number of standard-normal noise values per step (>= 1).")
     noise: Literal["file", "seed"] = Field(
@@ -80,6 +82,8 @@ class ModelSection(Strict):
 
 
 class ScoreSection(Strict):
+    """The score function xi(t, observables), computed by the orchestrator, and the target B."""
+
     function: str = Field(description="Import path `module:function` of the score function "
                           "`score(t, observables, **parameters) -> scores` (vectorised over steps).")
     target: float = Field(1.0, description="B is reached when the score >= target.")
@@ -98,6 +102,8 @@ class ScoreSection(Strict):
 
 
 class TamsSection(Strict):
+    """The TAMS algorithm's settings (DESIGN §4)."""
+
     trajectories: int = Field(description="N, the ensemble size (>= 2).")
     kill_per_iteration: int = Field(
         1, description="k, trajectories killed per iteration (>= 1, < N; ties kill more). A "
@@ -129,21 +135,25 @@ class TamsSection(Strict):
             raise ValueError("must be a finite time > 0")
         return v
 
-    @model_validator(mode="after")
-    def _k_lt_n(self) -> "TamsSection":
-        if self.kill_per_iteration >= self.trajectories:
-            raise ValueError(
-                f"kill_per_iteration ({self.kill_per_iteration}) must be smaller than trajectories "
-                f"({self.trajectories})")
-        return self
+    @field_validator("kill_per_iteration")
+    @classmethod
+    def _k_lt_n(cls, v: int, info: ValidationInfo) -> int:
+        n = info.data.get("trajectories")  # absent if trajectories itself is invalid
+        if n is not None and v >= n:
+            raise ValueError(f"must be smaller than tams.trajectories ({n}); k = 1 is the usual "
+                             "choice")
+        return v
 
 
 class RunnerSection(Strict):
+    """Where and how many segments run at once (Parsl).  Never changes the results."""
+
     kind: Literal["threads", "processes"] = Field(
         "threads", description="`threads` (Parsl ThreadPoolExecutor, default) or `processes` "
         "(Parsl HighThroughputExecutor on this machine, bound to loopback).")
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1,
-                         description="Segments run at the same time (default: the number of cores).")
+                         description="Segments run at the same time (default: the number of cores).",
+                         json_schema_extra={"doc_default": "the number of cores"})
     retries: int = Field(1, description="Times a failed segment is re-run before the campaign stops.")
     segment_timeout: float | None = Field(
         None, description="Seconds after which a segment is killed (whole process group); null: none.")
@@ -173,6 +183,8 @@ class RunnerSection(Strict):
 
 
 class DatabaseSection(Strict):
+    """The HDF5 database and the directory of model states.  Never changes the results."""
+
     path: str | None = Field(None, description="The HDF5 database (relative to the current "
                              "directory); default `<campaign file stem>.h5`.")
     run_dir: str | None = Field(None, description="Directory for segment directories and states; "
@@ -182,15 +194,21 @@ class DatabaseSection(Strict):
 
 
 class Campaign(Strict):
+    """One campaign: the top level of the YAML file."""
+
     name: str | None = Field(None, description="Campaign name (default: the YAML file's stem).")
     seed: int = Field(description="The campaign seed (an integer >= 0): the same seed gives the "
                       "same results, bit for bit.")
     replicas: int = Field(1, description="Independent TAMS estimates run concurrently (>= 1).")
     model: dict[str, Any] = Field(description="The forward model; keys depend on `adapter`.")
-    score: ScoreSection
-    tams: TamsSection
-    runner: RunnerSection = Field(default_factory=RunnerSection)
-    database: DatabaseSection = Field(default_factory=DatabaseSection)
+    score: ScoreSection = Field(description="The score function and target (section `score`).")
+    tams: TamsSection = Field(description="The TAMS settings: N, k, horizon (section `tams`).")
+    runner: RunnerSection = Field(default_factory=RunnerSection,
+                                  description="Execution: threads or processes, workers, retries "
+                                  "(section `runner`).")
+    database: DatabaseSection = Field(default_factory=DatabaseSection,
+                                      description="Where results and states are stored (section "
+                                      "`database`).")
 
     @field_validator("seed")
     @classmethod
@@ -247,40 +265,111 @@ _FIXES = {
 }
 
 
-def _loc(loc: tuple, prefix: str = "") -> str:
-    parts = [str(p) for p in loc if not (isinstance(p, str) and p in ("str", "Observable"))]
+_NO_DATA = object()  # format_validation_error called without the YAML: every loc part is a key
+
+
+def _key_parts(e: dict, data: Any) -> tuple[list, int | None]:
+    """The YAML key path of one pydantic error, without pydantic's union-member tags
+    (``str``, ``list[float]``, ``Observable``, ...), and the position of the first tag (the
+    union whose alternatives all failed), or None.  A loc element is a key if the YAML has it
+    there (or it is the missing key); anything else is a tag."""
+    loc = e["loc"]
+    parts: list = []
+    union_at = None
+    node = data
+    for i, p in enumerate(loc):
+        if isinstance(p, int):
+            parts.append(p)
+            node = node[p] if isinstance(node, list) and 0 <= p < len(node) else None
+        elif isinstance(node, dict) and p in node:
+            parts.append(p)
+            node = node[p]
+        elif node is _NO_DATA or (i == len(loc) - 1 and e["type"] == "missing"):
+            parts.append(p)
+        elif union_at is None:
+            union_at = len(parts)
+    return parts, union_at
+
+
+def _key(parts: list, prefix: str = "") -> str:
     out = prefix
     for p in parts:
-        if p.isdigit():
-            out += f"[{p}]"
-        else:
-            out = f"{out}.{p}" if out else p
+        out = f"{out}[{p}]" if isinstance(p, int) else (f"{out}.{p}" if out else str(p))
     return out or "(top level)"
 
 
-def format_validation_error(path: Path, err: ValidationError, prefix: str = "") -> str:
-    e = err.errors()[0]
-    key = _loc(e["loc"], prefix)
+def _model_at(cls: Any, parts: list) -> type[BaseModel] | None:
+    """The pydantic model that validates the mapping at ``parts`` (None if not a model)."""
+    def find(tp):
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            return tp
+        for arg in get_args(tp):
+            if (m := find(arg)) is not None:
+                return m
+        return None
+    for p in parts:
+        if isinstance(p, int):
+            continue
+        field = cls.model_fields.get(p) if cls is not None else None
+        cls = find(field.annotation) if field is not None else None
+    return cls
+
+
+def _what(e: dict, cls: Any, parts: list) -> str:
     kind = e["type"]
     if kind == "value_error":
-        what = str(e.get("ctx", {}).get("error", e["msg"]))
-    elif kind == "literal_error":
-        what = f"must be one of {e.get('ctx', {}).get('expected', '')}"
-    else:
-        what = _FIXES.get(kind, e["msg"][0].lower() + e["msg"][1:])
+        return str(e.get("ctx", {}).get("error", e["msg"]))
+    if kind == "literal_error":
+        return f"must be one of {e.get('ctx', {}).get('expected', '')}"
+    if kind == "extra_forbidden":
+        known = list(getattr(_model_at(cls, parts[:-1]), "model_fields", {}))
+        close = difflib.get_close_matches(str(parts[-1]), known, n=1, cutoff=0.6)
+        if close:
+            return f"is not a known key (did you mean {close[0]}?); fix its spelling or remove it"
+        if known:
+            return f"is not a known key; remove it (the keys here are {', '.join(known)})"
+    return _FIXES.get(kind, e["msg"][0].lower() + e["msg"][1:])
+
+
+def format_validation_error(path: Path, err: ValidationError, prefix: str = "",
+                            data: Any = _NO_DATA, model: type[BaseModel] | None = None) -> str:
+    """One sentence for a pydantic error: the file, the key, what is wrong and the fix.
+
+    ``data`` is the validated YAML (to tell keys from union tags), ``model`` the class that
+    validated it (to suggest the spelling of an unknown key).  When every alternative of a
+    union failed (``initial_state: 5``), the alternative that got furthest is reported, or,
+    if several got equally far, all of them: "must be a list or a string"."""
+    errors = err.errors()
+    keyed = [(e, *_key_parts(e, data)) for e in errors]
+
+    def place(k):  # problems are counted per place: the alternatives of one union are one
+        return ("union", *k[1][:k[2]]) if k[2] is not None else ("key", *k[1])
+
+    first = place(keyed[0])
+    group = [k for k in keyed if place(k) == first]
+    deepest = max(len(k[1]) for k in group)
+    group = [k for k in group if len(k[1]) == deepest]
+    e, parts, _ = group[0]
+    whats = list(dict.fromkeys(_what(g[0], model, g[1]) for g in group if g[1] == parts))
+    what = " or ".join([whats[0]] + [w.removeprefix("must be ") for w in whats[1:]])
     got = ""
-    if kind not in ("missing", "extra_forbidden") and "input" in e and not isinstance(
-            e["input"], (dict, list)):
+    if e["type"] not in ("missing", "extra_forbidden") and "input" in e and (
+            not isinstance(e["input"], (dict, list)) or len(repr(e["input"])) <= 40):
         got = f" (got {e['input']!r})"
-    more = f" ({len(err.errors()) - 1} more problem(s) after this one)" if len(err.errors()) > 1 else ""
-    return f"{path}: key {key}: {what}{got}.{more}"
+    others = len({place(k) for k in keyed}) - 1
+    more = f" ({others} more problem(s) after this one)" if others else ""
+    what, sep, fix = what.partition("; ")  # "what is wrong (got ...); the fix"
+    return f"{path}: key {_key(parts, prefix)}: {what}{got}{sep}{fix}{more}."
 
 
 def _adapter_config_class(name: Any, path: Path) -> type[ModelSection]:
     from .registry import adapter_class, known_adapters
-    if not isinstance(name, str):
+    if name is None:
         raise ConfigError(f"{path}: key model.adapter: is required and must be one of "
                           f"{known_adapters()}; add e.g. 'adapter: python'.")
+    if not isinstance(name, str):
+        raise ConfigError(f"{path}: key model.adapter: must be the name of an adapter, one of "
+                          f"{known_adapters()} (got {name!r}).")
     try:
         return adapter_class(name).Config
     except KeyError:
@@ -304,7 +393,8 @@ def load(path: str | os.PathLike) -> LoadedCampaign:
         mark = getattr(exc, "problem_mark", None)
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}{where}: YAML syntax error ({problem}); fix the YAML there.") from None
+        fix = "indent with spaces, not tabs" if "\\t" in problem else "fix the YAML there"
+        raise ConfigError(f"{path}{where}: YAML syntax error ({problem}); {fix}.") from None
     if data is None:
         raise ConfigError(f"{path}: the file is empty; write a campaign (see configs/ for examples).")
     if not isinstance(data, dict):
@@ -313,12 +403,13 @@ def load(path: str | os.PathLike) -> LoadedCampaign:
     try:
         campaign = Campaign.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(path, err)) from None
+        raise ConfigError(format_validation_error(path, err, data=data, model=Campaign)) from None
     cls = _adapter_config_class(campaign.model.get("adapter"), path)
     try:
         model = cls.model_validate(campaign.model)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(path, err, "model")) from None
+        raise ConfigError(format_validation_error(path, err, "model", data=campaign.model,
+                                                  model=cls)) from None
     loaded = LoadedCampaign(campaign, model, path, text)
     if loaded.n_steps < 1:
         raise ConfigError(f"{path}: key tams.horizon: T/dt = {campaign.tams.horizon}/{model.dt} "

@@ -6,6 +6,7 @@ The campaign's own directory is put on ``sys.path`` first, so a user keeps their
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from typing import Any, Callable
 
@@ -28,12 +29,18 @@ def resolve(path: str, base_dir: str | None = None) -> Callable[..., Any]:
             f"the campaign YAML or install it") from None
     except Exception as exc:  # the user's module itself is broken
         raise ImportPathError(
-            f"importing module {module_name!r} failed with {type(exc).__name__}: {exc}") from None
+            f"importing module {module_name!r} failed with {type(exc).__name__}: {exc}; fix "
+            "that module") from None
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise ImportPathError(f"module {module_name!r} has no attribute {attr!r}")
+            names = sorted(n for n, v in vars(module).items()
+                           if not n.startswith("_") and inspect.isfunction(v)
+                           and v.__module__ == module.__name__)
+            have = f" (its functions: {', '.join(names)})" if names else ""
+            raise ImportPathError(f"module {module_name!r} has no attribute {attr!r}{have}; "
+                                  "check the name after the colon")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise ImportPathError(f"{path!r} is not callable")
+        raise ImportPathError(f"{path!r} is not callable ({type(obj).__name__}); name a function")
     return obj

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..algorithm import Outcome, Status
+from ..errors import DatabaseError
 from .hdf5 import ReplicaRecord, Writer, open_reader, read_replica
 
 __all__ = ["Database", "Writer", "ReplicaRecord", "Trajectory", "ReplicaView"]
@@ -61,6 +62,13 @@ class Database:
         self.path = Path(path)
         self.f = open_reader(self.path)
         a = self.f.attrs
+        missing = [k for k in ("seed", "replicas", "name", "config_yaml", "schema_version",
+                               "software_version", "observables") if k not in a]
+        if missing:
+            self.f.close()
+            raise DatabaseError(f"{self.path}: an HDF5 file but not a tams database (no root "
+                                f"attribute {missing[0]!r}); give the path of the .h5 file a "
+                                "`tams run` made.")
         self.seed = int(a["seed"])
         self.n_replicas = int(a["replicas"])
         self.name = str(a["name"])

@@ -99,10 +99,10 @@ class Writer:
     def create(cls, path: Path, *, config_text: str, seed: int, replicas: int,
                observables: list[dict], name: str, fingerprint: str,
                identity: str = "{}") -> "Writer":
+        path.parent.mkdir(parents=True, exist_ok=True)  # before the lock file goes there
         lock = Lock(path)
         lock.acquire()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".creating")
             f = h5py.File(tmp, "w", libver="latest")
             f.attrs["schema_version"] = SCHEMA_VERSION
@@ -162,11 +162,16 @@ class Writer:
             except OSError as exc:
                 raise DatabaseError(f"{path}: cannot open the database for writing ({exc}); "
                                     "move it away or give another database.path.") from None
-            if int(f.attrs.get("schema_version", -1)) != SCHEMA_VERSION:
+            version = f.attrs.get("schema_version")
+            if version is None or "replicas" not in f.attrs:
                 f.close()
-                raise DatabaseError(f"{path}: database schema version "
-                                    f"{f.attrs.get('schema_version')} is not {SCHEMA_VERSION}; use "
-                                    "the tams version that made it or a new database.path.")
+                raise DatabaseError(f"{path}: an HDF5 file but not a tams database; move it away "
+                                    "or give another database.path.")
+            if int(version) != SCHEMA_VERSION:
+                f.close()
+                raise DatabaseError(f"{path}: database schema version {int(version)} is not "
+                                    f"{SCHEMA_VERSION}; use the tams version that made it or a new "
+                                    "database.path.")
             # truncate rows beyond the committed counters (debris of a killed driver)
             for r in range(int(f.attrs["replicas"])):
                 g = f[_rgroup(r)]
@@ -291,7 +296,8 @@ def open_reader(path: Path) -> h5py.File:
     except FileNotFoundError:
         raise DatabaseError(f"{path}: no such database; give the path of a campaign's .h5 file.") from None
     except OSError as exc:
-        raise DatabaseError(f"{path}: cannot be read as a tams database ({exc}).") from None
+        raise DatabaseError(f"{path}: cannot be read as a tams database ({exc}); give the path of "
+                            "the .h5 file a `tams run` made.") from None
 
 
 def read_replica(f: h5py.File, r: int) -> ReplicaRecord:
