@@ -40,7 +40,7 @@ def parsl_config(runner: RunnerSection, run_dir: Path):
             label="tams", address=runner.address, loopback_address="127.0.0.1",
             max_workers_per_node=runner.workers, cores_per_worker=1,
             worker_logdir_root=str(run_dir / "parsl"), heartbeat_period=5,
-            heartbeat_threshold=30, encrypted=False,
+            heartbeat_threshold=30, encrypted=False, poll_period=1,
             provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1,
                                    worker_init=""))
     else:  # pragma: no cover - validated by the config

@@ -109,7 +109,7 @@ def _our_parsl_processes(run_dir) -> list[str]:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_cleanly_and_resumes(tmp_path, sig):
     path = write_campaign(tmp_path, runner__kind="processes", runner__workers=2,
-                          tams__trajectories=20, tams__horizon=6.0)
+                          tams__segment_steps=100)
     before = _our_parsl_processes(tmp_path)
     proc = subprocess.Popen(CLI + ["run", str(path), "-q"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
