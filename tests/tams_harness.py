@@ -89,13 +89,17 @@ class Result:
 def _simulate(model: ScalarSDE, x: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> None:
     """Advance paths x (C, n_steps+1) in place: steps b+1..n_steps are new (steps <= b kept)."""
     dt, sq = model.dt, model.g * math.sqrt(model.dt)
-    order = np.argsort(b, kind="stable")
-    xs, bs = x[order], b[order]  # sorted by branch step: the active paths at step s are a prefix
+    if b.size and b.min() == b.max():  # e.g. the initial ensemble: no reordering, no copy
+        order, xs, bs = None, x, b
+    else:  # sorted by branch step: the active paths at step s are a prefix
+        order = np.argsort(b, kind="stable")
+        xs, bs = x[order], b[order]
     for s in range(int(bs[0]) + 1 if bs.size else model.n_steps + 1, model.n_steps + 1):
         m = int(np.searchsorted(bs, s, side="left"))  # paths with b < s
         prev = xs[:m, s - 1]
         xs[:m, s] = prev + dt * model.drift(prev) + sq * rng.standard_normal(m)
-    x[order] = xs
+    if order is not None:
+        x[order] = xs
 
 
 def _finish(model: ScalarSDE, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -161,7 +165,7 @@ def _run_chunk(model: ScalarSDE, R: int, N: int, k: int, seed: int, first_replic
 
 def run_tams(model: ScalarSDE, R: int, N: int, k: int, seed: int,
              weight_update: Callable[[float, int, int], float] = alg.next_log_weight,
-             max_iterations: int | None = None, max_bytes: int = 64 << 20) -> Result:
+             max_iterations: int | None = None, max_bytes: int = 128 << 20) -> Result:
     """R independent TAMS replicas of ``model`` (N trajectories, kill k), in lockstep chunks
     whose path array stays under ``max_bytes``."""
     per_replica = N * (model.n_steps + 1) * 8

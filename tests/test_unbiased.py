@@ -4,6 +4,7 @@ within its statistical error -- and a wrong weight update is caught.
 
 Sizing: the relative std of one replica's estimate (N = 32) was measured at 0.58-0.61 for all
 four cases (600 replicas each), so 500 replicas give SE/p ~ 0.027 <= 0.03 (checked below).
+OU k = 1 has the heaviest tail (relative std up to 0.66 for some seeds): 600 replicas.
 Run with ``pytest -s`` to see the table.
 """
 from __future__ import annotations
@@ -159,19 +160,19 @@ def test_harness_small_run_is_consistent():
 # --- statistical tests ---------------------------------------------------------------------
 
 CASES = [
-    ("double well eps=0.04 k=1", h.double_well(0.04), 1, P_DW, 101),
-    ("double well eps=0.04 k=4", h.double_well(0.04), 4, P_DW, 102),
-    ("Ornstein-Uhlenbeck k=1", h.ornstein_uhlenbeck(), 1, P_OU, 103),
-    ("Ornstein-Uhlenbeck k=4", h.ornstein_uhlenbeck(), 4, P_OU, 104),
+    ("double well eps=0.04 k=1", h.double_well(0.04), 1, P_DW, 101, R),
+    ("double well eps=0.04 k=4", h.double_well(0.04), 4, P_DW, 102, R),
+    ("Ornstein-Uhlenbeck k=1", h.ornstein_uhlenbeck(), 1, P_OU, 103, 600),
+    ("Ornstein-Uhlenbeck k=4", h.ornstein_uhlenbeck(), 4, P_OU, 104, R),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,model,k,p_ref,seed", CASES, ids=[c[0] for c in CASES])
-def test_unbiased(name, model, k, p_ref, seed):
+@pytest.mark.parametrize("name,model,k,p_ref,seed,n_rep", CASES, ids=[c[0] for c in CASES])
+def test_unbiased(name, model, k, p_ref, seed, n_rep):
     import time
     t0 = time.perf_counter()
-    res = h.run_tams(model, R, N, k, seed)
+    res = h.run_tams(model, n_rep, N, k, seed)
     se, bias = _row(name, res, p_ref, time.perf_counter() - t0)
     assert (res.outcomes == Outcome.CONVERGED).all()
     assert se / p_ref <= 0.03, "not enough replicas for the claimed precision"
