@@ -41,6 +41,7 @@ class ExecutableModelConfig(ModelSection):
                             "name found on PATH.")
     command: list[str] = Field(
         default_factory=lambda: ["{executable}", "{request}"],
+        json_schema_extra={"doc_default": "`['{executable}', '{request}']`"},
         description="Command-line template, one list item per argument. Placeholders: "
         "{executable}, {request} (path of request.nml), {request_json}, {workdir}, {state_in}, "
         "{step0}, {n_steps}, {seed}.")
