@@ -191,18 +191,44 @@ class LocalLauncher:
                                     workdir, transient=False) from None
             with self._lock:
                 self._running[proc.pid] = proc
+            # Popen.wait(timeout) polls with sleeps growing to 50 ms (up to +50 % on a short
+            # run); block in waitpid instead and let a timer kill the group on timeout.
+            state = {"finished": False, "timed_out": False}
+            guard = threading.Lock()
+
+            def on_timeout():
+                with guard:
+                    if not state["finished"]:
+                        state["timed_out"] = True
+                        try:
+                            os.killpg(proc.pid, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+
+            timer = threading.Timer(timeout, on_timeout) if timeout else None
             try:
-                code = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
+                if timer is not None:
+                    timer.daemon = True
+                    timer.start()
+                code = proc.wait()
+                with guard:
+                    state["finished"] = True
+                if timer is not None:
+                    timer.cancel()
+            except BaseException:  # e.g. KeyboardInterrupt while waiting: leave nothing running
                 self._kill(proc)
-                tail = _tail(workdir)
-                raise ModelRunError(f"segment {workdir}: timed out after {timeout} s; the process "
-                                    "group was killed (raise runner.segment_timeout if the model "
-                                    "is just slow)" + (f"; stderr ends: {tail}" if tail else ""),
-                                    workdir, exit_code=None, stderr_tail=tail) from None
+                raise
             finally:
+                if timer is not None:
+                    timer.cancel()
                 with self._lock:
                     self._running.pop(proc.pid, None)
+        if state["timed_out"] and code == -signal.SIGKILL:
+            tail = _tail(workdir)
+            raise ModelRunError(f"segment {workdir}: timed out after {timeout} s; the process "
+                                "group was killed (raise runner.segment_timeout if the model "
+                                "is just slow)" + (f"; stderr ends: {tail}" if tail else ""),
+                                workdir, exit_code=None, stderr_tail=tail)
         return code, Provenance(host=socket.gethostname(), pid=proc.pid,
                                 slurm_job_id=os.environ.get("SLURM_JOB_ID", ""), launcher="local")
 

@@ -3,9 +3,10 @@
 Times ``ExecutableModel.run_segment`` end to end (fresh segment directory, request.nml/json
 and noise file written, launch through the local launcher in its own session, trace and
 checkpoint validation, ingestion, done.json) against a bare ``subprocess.run`` of the same
-binary on one prepared segment directory, for short and long segments of the Fortran 2-D
+binary on one prepared segment directory (emptied of the previous run's outputs, untimed), for short and long segments of the Fortran 2-D
 double well (containers/doublewell2d, `noise: file`).  Prints medians, their ratio and the
-orchestration milliseconds beyond the bare launch, plus the adapter's own phases.
+orchestration milliseconds beyond the bare launch (difference of the medians, and the median
+of the paired per-repetition differences), plus the adapter's own phases measured apart.
 
     python bench/executable_overhead.py [--reps-short 300] [--reps-long 40]
 """
@@ -51,7 +52,11 @@ def bench(m: ExecutableModel, tmp: Path, n: int, reps: int) -> dict:
     req = request(str(tmp / f"bare-{n}"), n)
     argv = m.prepare(req)  # one prepared directory for the bare launches
     bare, adapter, prep, ingest = [], [], [], []
+    keep = {"request.nml", "request.json", m.config.noise_file}
     for i in range(reps + 3):  # interleaved, so that load changes hit both alike
+        for f in Path(req.workdir).iterdir():  # outputs of the last bare run: the model
+            if f.name not in keep:             # writes new files, as in a fresh directory
+                f.unlink()
         t0 = time.perf_counter()
         subprocess.run(argv, cwd=req.workdir, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, check=True)
@@ -74,7 +79,8 @@ def bench(m: ExecutableModel, tmp: Path, n: int, reps: int) -> dict:
             adapter.append(t3 - t2)
             prep.append(t5 - t4)
             ingest.append(t7 - t6)
-    return {"n": n, "reps": reps, "bare": ms(bare), "adapter": ms(adapter),
+    paired = [a - b for a, b in zip(adapter, bare)]  # robust to slow drifts of the load
+    return {"n": n, "reps": reps, "bare": ms(bare), "adapter": ms(adapter), "paired": ms(paired),
             "prepare": ms(prep), "ingest": ms(ingest)}
 
 
@@ -90,10 +96,10 @@ def main() -> None:
         rows = [bench(m, Path(tmp), 10, args.reps_short),
                 bench(m, Path(tmp), 10_000, args.reps_long)]
     print(f"{'steps':>7} {'reps':>5} {'bare run ms':>12} {'adapter ms':>11} {'ratio':>6} "
-          f"{'overhead ms':>12} {'prepare ms':>11} {'ingest ms':>10}")
+          f"{'overhead ms':>12} {'paired ms':>10} {'prepare ms':>11} {'ingest ms':>10}")
     for r in rows:
         print(f"{r['n']:>7} {r['reps']:>5} {r['bare']:>12.2f} {r['adapter']:>11.2f} "
-              f"{r['adapter'] / r['bare']:>6.2f} {r['adapter'] - r['bare']:>12.2f} "
+              f"{r['adapter'] / r['bare']:>6.2f} {r['adapter'] - r['bare']:>12.2f} {r['paired']:>10.2f} "
               f"{r['prepare']:>11.2f} {r['ingest']:>10.2f}")
 
 
