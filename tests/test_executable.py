@@ -69,8 +69,8 @@ def _without_checkpoints(d: dict) -> dict:
 
 
 def test_campaign_matches_python_campaign(tmp_path):
-    py = write_campaign(tmp_path, "py", replicas=2, tams__trajectories=10)
-    f90 = write_campaign(tmp_path, "f90", replicas=2, tams__trajectories=10,
+    py = write_campaign(tmp_path, "py", replicas=2, tams__trajectories=10, tams__segment_steps=200)
+    f90 = write_campaign(tmp_path, "f90", replicas=2, tams__trajectories=10, tams__segment_steps=200,
                          model=FORTRAN_MODEL, runner__workers=2)
     Driver(config.load(py), db_path=str(tmp_path / "py.h5")).run()
     Driver(config.load(f90), db_path=str(tmp_path / "f90.h5")).run()
