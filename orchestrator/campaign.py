@@ -145,6 +145,7 @@ class Driver:
             keep_live = self.loaded.campaign.database.keep_states == "live"
             failure: BaseException | None = None
             n_done = 0
+            last_measure = time.monotonic()
             with Executor(self.loaded.campaign.runner, self.run_dir) as ex:
                 pending = {}
 
@@ -188,6 +189,9 @@ class Driver:
                         last_wall = now
                         db.commit()
                         self._collect_garbage(replicas, delete=keep_live)
+                        if not pending or now - last_measure >= 10.0:
+                            last_measure = now
+                            db.set_state_bytes(_dir_bytes(self.run_dir))
                     if self.on_progress:
                         self.on_progress(Progress(replicas, len(pending), now - t_start))
             if failure is not None:
@@ -207,3 +211,22 @@ class Driver:
             for tid in rep.garbage if delete else ():
                 shutil.rmtree(Path(rep.run_dir) / f"r{rep.r:04d}" / f"t{tid:07d}", ignore_errors=True)
             rep.garbage.clear()
+
+
+def _dir_bytes(path: Path) -> int:
+    """Bytes of the regular files under ``path`` (files vanishing meanwhile are skipped)."""
+    total, stack = 0, [str(path)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for e in it:
+                    try:
+                        if e.is_dir(follow_symlinks=False):
+                            stack.append(e.path)
+                        elif e.is_file(follow_symlinks=False):
+                            total += e.stat(follow_symlinks=False).st_size
+                    except OSError:
+                        pass
+        except OSError:
+            pass
+    return total

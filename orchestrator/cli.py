@@ -109,13 +109,16 @@ def _dir_bytes(path: Path) -> int:
     return total
 
 
-def _run_dir(db_path: Path, config_yaml: str) -> Path:
+def _run_dir(db_path: str, config_yaml: str) -> Path:
+    """The directory holding a campaign's segment directories and states: `database.run_dir`
+    of its YAML (a relative one is taken, as `tams run` does, from the current directory),
+    else the database path with `.run` instead of `.h5`."""
     import yaml
     try:
         run_dir = (yaml.safe_load(config_yaml).get("database") or {}).get("run_dir")
-    except Exception:
+    except (yaml.YAMLError, AttributeError):
         run_dir = None
-    return Path(run_dir) if run_dir else db_path.with_suffix(".run")
+    return Path(run_dir) if run_dir else Path(db_path).with_suffix(".run")
 
 
 def cmd_status(args) -> int:
@@ -123,9 +126,14 @@ def cmd_status(args) -> int:
     with Database(args.database) as db:
         reps = db.replicas()
         done = sum(v.outcome != 0 for v in reps)
+        run_dir = _run_dir(args.database, db.config_yaml)
+        if run_dir.is_dir():
+            states = f"states on disk {_dir_bytes(run_dir) / 1e6:.1f} MB ({run_dir})"
+        else:  # e.g. a relative run_dir seen from another directory: the driver's last figure
+            states = (f"states on disk {db.state_bytes() / 1e6:.1f} MB (as last measured by the "
+                      f"driver; {run_dir} not found from here)")
         print(f"campaign {db.name}: {done}/{len(reps)} replicas done, wall time "
-              f"{db.wall_time():.1f} s, states on disk "
-              f"{_dir_bytes(_run_dir(Path(args.database), db.config_yaml)) / 1e6:.1f} MB")
+              f"{db.wall_time():.1f} s, {states}")
         print(f"{'replica':>7} {'state':>14} {'iter':>6} {'level':>9} {'p (running)':>12} "
               f"{'in flight':>9} {'failed':>6} {'segments':>8} {'steps':>10}")
         for v in reps:
