@@ -62,44 +62,43 @@ def test_resume_after_partial_run_identical(reference, tmp_path):
     assert_same(reference, run(path, db))
 
 
-_DURATION: list[float] = []
-
-
-def reference_duration(tmp_path) -> float:
-    """Wall seconds of an undisturbed CLI run of the same campaign, counted from the moment
-    its database appears (as the kill below is)."""
-    if not _DURATION:
-        path = write_campaign(tmp_path, name="timing")
-        db = tmp_path / "timing.h5"
-        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", str(path),
-                                 "--db", str(db), "-q"], cwd=tmp_path, stdout=subprocess.DEVNULL)
-        while not db.exists() and proc.poll() is None:
-            time.sleep(0.005)
-        t0 = time.monotonic()
-        assert proc.wait() == 0
-        _DURATION.append(time.monotonic() - t0)
-    return _DURATION[0]
+def committed_segments(db) -> int:
+    from orchestrator.database import Database
+    try:
+        with Database(db) as d:
+            return sum(v.segments for v in d.replicas())
+    except Exception:  # not created yet, or caught mid-creation
+        return 0
 
 
 @pytest.mark.parametrize("moment", [0, 1, 2])
 def test_sigkill_then_resume_identical(reference, tmp_path, moment):
-    """SIGKILL the driver at a random moment, resume with `tams run`: bit-identical result."""
+    """SIGKILL the driver at a random moment of its progress (a random fraction of the
+    reference run's segments committed, plus a random delay of up to 50 ms so the kill lands
+    anywhere: in a segment, in a database write, in a decision), then resume with `tams run`:
+    bit-identical result.  Progress, not time, picks the moment, so a loaded machine cannot
+    make the kill land after the end."""
     path = write_campaign(tmp_path)
     db = tmp_path / "k.h5"
     rng = random.Random(1000 + moment)
-    duration = reference_duration(tmp_path)
+    total = int(sum(reference[f"{r}/summary"][1] for r in (0, 1)))  # iterations, for scale
+    n_segments = committed_segments_of_reference(reference)
+    at = int(rng.uniform(0.1, 0.7) * n_segments)
     cmd = [sys.executable, "-m", "orchestrator.cli", "run", str(path), "--db", str(db), "-q"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    # wait until the database exists, then kill at a random moment of the run
-    t0 = time.monotonic()
-    while not db.exists() and time.monotonic() - t0 < 30:
-        time.sleep(0.01)
-    time.sleep(rng.uniform(0.05, 0.8) * duration)
+    while proc.poll() is None and committed_segments(db) < at:
+        time.sleep(0.005)
+    time.sleep(rng.uniform(0, 0.05))
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the driver ended before the kill: the test proved nothing"
+    assert total > 0
     partial = digest(db)  # the killed database is readable and consistent
     assert partial["0/steps/step"].size + partial["1/steps/step"].size < (
         reference["0/steps/step"].size + reference["1/steps/step"].size)
     res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert_same(reference, digest(db))
+
+
+def committed_segments_of_reference(reference) -> int:
+    return int(reference["segments"])
