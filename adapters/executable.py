@@ -4,30 +4,32 @@ Per segment: make a fresh directory, write ``request.nml``, ``request.json`` and
 mode) the noise file, start the model through a *launcher*, then validate everything it
 left behind before the orchestrator sees a single number.  Launchers differ only in how the
 command is started: ``local`` runs it as a subprocess in its own process group (a timeout
-kills the whole group).  A failed segment's directory is kept (renamed ``*.failed-N``) for
+kills the whole group); ``docker`` and ``apptainer`` run it in a container (adapters/
+docker_launcher.py, adapters/apptainer_launcher.py, docs/containers.md).  A failed segment's directory is kept (renamed ``*.failed-N``) for
 inspection; a finished one gets a ``done.json`` marker so a resumed driver ingests it
 instead of re-running it.
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from orchestrator.config import ModelSection
 from orchestrator.model import (Checkpoints, ForwardModel, ModelRunError, Provenance,
                                 SegmentRequest, SegmentResult, StateRef)
+
+from .apptainer_launcher import ApptainerConfig, ApptainerLauncher
+from .docker_launcher import DockerConfig, DockerLauncher
+from .launchers import LocalLauncher, tail as _tail
+
+_CONTAINERS = ("docker", "apptainer")
 
 PROTOCOL_VERSION = 1
 _DONE = "done.json"
@@ -38,14 +40,22 @@ _PLACEHOLDERS = ("executable", "request", "request_json", "workdir", "state_in",
 class ExecutableModelConfig(ModelSection):
     adapter: Literal["executable"] = Field(description="`executable`.")
     executable: str = Field(description="The model program: a path (relative to the YAML) or a "
-                            "name found on PATH.")
+                            "name found on PATH; with a container launcher, a path or name "
+                            "inside the image (not resolved on the host).")
     command: list[str] = Field(
         default_factory=lambda: ["{executable}", "{request}"],
+        json_schema_extra={"doc_default": "`['{executable}', '{request}']`"},
         description="Command-line template, one list item per argument. Placeholders: "
         "{executable}, {request} (path of request.nml), {request_json}, {workdir}, {state_in}, "
         "{step0}, {n_steps}, {seed}.")
-    launcher: Literal["local"] = Field("local", description="How the command is started: `local` "
-                                       "(a subprocess in its own process group).")
+    launcher: Literal["local", "docker", "apptainer"] = Field(
+        "local", description="How the command is started: `local` (a subprocess in its own "
+        "process group), `docker` (a container per segment, see `model.docker`) or `apptainer` "
+        "(`apptainer exec`, see `model.apptainer`).")
+    docker: DockerConfig | None = Field(None, description="With `launcher: docker`: the image "
+                                        "and container settings (section `model.docker`).")
+    apptainer: ApptainerConfig | None = Field(None, description="With `launcher: apptainer`: the "
+                                              "image and exec options (section `model.apptainer`).")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables "
                                 "for the model.")
     initial_state: str | None = Field(
@@ -71,6 +81,18 @@ class ExecutableModelConfig(ModelSection):
                 raise ValueError(f"argument {arg!r} has an unknown placeholder {exc}; use "
                                  f"{', '.join('{' + p + '}' for p in _PLACEHOLDERS)}") from None
         return v
+
+    @model_validator(mode="after")
+    def _launcher_section(self):
+        for name in _CONTAINERS:
+            given = getattr(self, name) is not None
+            if self.launcher == name and not given:
+                raise ValueError(f"launcher {name} needs a `{name}:` section with at least "
+                                 "`image:`")
+            if given and self.launcher != name:
+                raise ValueError(f"a `{name}:` section is given but launcher is "
+                                 f"{self.launcher}; set `launcher: {name}` or remove it")
+        return self
 
     @field_validator("checkpoint_digits")
     @classmethod
@@ -104,80 +126,6 @@ def namelist(groups: dict[str, dict]) -> str:
     return "\n".join(out) + "\n"
 
 
-# --- the launcher -------------------------------------------------------------------------
-try:  # loaded here, in the parent: nothing may be loaded between fork and exec
-    _prctl = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):  # pragma: no cover - not Linux
-    _prctl = None
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    if _prctl is not None:
-        _prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: no orphan if the worker dies
-
-
-class LocalLauncher:
-    """Run the command as a subprocess in a new session (its own process group)."""
-
-    name = "local"
-    _running: dict[int, subprocess.Popen] = {}
-    _lock = threading.Lock()
-
-    def run(self, argv: list[str], workdir: str, env: dict, timeout: float | None) -> tuple[int, Provenance]:
-        with open(os.path.join(workdir, "stdout.txt"), "wb") as out, \
-                open(os.path.join(workdir, "stderr.txt"), "wb") as err:
-            try:
-                proc = subprocess.Popen(argv, cwd=workdir, env=env, stdout=out, stderr=err,
-                                        stdin=subprocess.DEVNULL, start_new_session=True,
-                                        preexec_fn=_die_with_parent)
-            except FileNotFoundError:
-                raise ModelRunError(f"segment {workdir}: the executable {argv[0]} does not exist; "
-                                    "build it or fix model.executable", workdir,
-                                    transient=False) from None
-            except PermissionError:
-                raise ModelRunError(f"segment {workdir}: {argv[0]} is not executable; "
-                                    f"chmod +x it or fix model.executable", workdir,
-                                    transient=False) from None
-            with self._lock:
-                self._running[proc.pid] = proc
-            try:
-                code = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self._kill(proc)
-                raise ModelRunError(f"segment {workdir}: timed out after {timeout} s; the process "
-                                    "group was killed (raise runner.segment_timeout if the model "
-                                    "is just slow)", workdir, exit_code=None,
-                                    stderr_tail=_tail(workdir)) from None
-            finally:
-                with self._lock:
-                    self._running.pop(proc.pid, None)
-        return code, Provenance(host=socket.gethostname(), pid=proc.pid,
-                                slurm_job_id=os.environ.get("SLURM_JOB_ID", ""), launcher="local")
-
-    @staticmethod
-    def _kill(proc: subprocess.Popen) -> None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-
-    @classmethod
-    def kill_all(cls) -> None:
-        with cls._lock:
-            procs = list(cls._running.values())
-        for p in procs:
-            cls._kill(p)
-
-
-def _tail(workdir: str, n: int = 5) -> str:
-    try:
-        lines = Path(workdir, "stderr.txt").read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return " | ".join(lines[-n:])
-
-
 # --- the adapter --------------------------------------------------------------------------
 class ExecutableModel(ForwardModel):
     Config = ExecutableModelConfig
@@ -186,19 +134,30 @@ class ExecutableModel(ForwardModel):
         self.config = config
         self.base_dir = base_dir
         self.noise_mode = config.noise
-        self.launcher = LocalLauncher()
         exe = config.executable
-        if os.sep in exe:
+        if config.launcher == "docker":
+            self.launcher = DockerLauncher(config.docker, base_dir)
+        elif config.launcher == "apptainer":
+            self.launcher = ApptainerLauncher(config.apptainer, base_dir)
+        else:
+            self.launcher = LocalLauncher()
+        if config.launcher in _CONTAINERS:
+            self.executable = exe  # resolved inside the image
+            self.env = dict(config.env)  # the host's environment stays outside
+        elif os.sep in exe:
             self.executable = str(Path(base_dir, exe).resolve())
+            self.env = {**os.environ, **config.env}
         else:
             self.executable = shutil.which(exe) or exe
-        self.env = {**os.environ, **config.env}
+            self.env = {**os.environ, **config.env}
 
     @classmethod
     def from_config(cls, config, base_dir):
         return cls(config, base_dir)
 
     def check(self) -> list[str]:
+        if self.config.launcher in _CONTAINERS:
+            return self.launcher.check() or self._check_initial_state()
         exe = self.executable
         if not os.path.exists(exe):
             return [f"key model.executable: {exe} does not exist; build the model (e.g. `make -C "
@@ -206,6 +165,9 @@ class ExecutableModel(ForwardModel):
         if os.path.isdir(exe) or not os.access(exe, os.X_OK):
             return [f"key model.executable: {exe} is not an executable file; `chmod +x` it or "
                     "fix the path"]
+        return self._check_initial_state()
+
+    def _check_initial_state(self) -> list[str]:
         if self.config.initial_state:
             p = Path(self.base_dir, self.config.initial_state)
             if not p.is_file():
@@ -215,7 +177,8 @@ class ExecutableModel(ForwardModel):
 
     @staticmethod
     def shutdown() -> None:
-        LocalLauncher.kill_all()
+        LocalLauncher.kill_all()  # also apptainer's processes
+        DockerLauncher.kill_all()
 
     def initial_state(self, workdir: str) -> StateRef | None:
         if self.config.initial_state is None:
@@ -338,14 +301,16 @@ class ExecutableModel(ForwardModel):
         argv = self.prepare(request)
         t1 = time.perf_counter()
         try:
-            code, pv = self.launcher.run(argv, request.workdir, self.env, request.timeout)
+            reads = [request.start.path] if request.start is not None else []
+            code, pv = self.launcher.run(argv, request.workdir, self.env, request.timeout, reads)
         except ModelRunError:
             self._keep_failed(request.workdir)
             raise
         t2 = time.perf_counter()
         try:
             if code != 0:
-                self._fail(request, "the model failed", code)
+                where = self.launcher.describe()
+                self._fail(request, "the model failed" + (f" {where}" if where else ""), code)
             res = self.ingest(request, code)
         except ModelRunError as exc:
             kept = self._keep_failed(request.workdir)
