@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make a Docker engine available for the container tests, idempotently:
-#   - install Debian's docker.io with apt-get if dockerd is absent (needs root);
+#   - install Debian's Docker engine package with apt-get if dockerd is absent (needs root);
 #   - start dockerd in its own session (setsid), logging to $TAMS_DOCKERD_LOG
 #     (default /tmp/tams-dockerd.log), unless `docker info` already answers;
 #   - wait until `docker info` answers (at most $TAMS_DOCKER_WAIT seconds, default 60).
@@ -15,7 +15,7 @@ if docker info >/dev/null 2>&1; then
 fi
 if ! command -v dockerd >/dev/null 2>&1; then
   if [ "$(id -u)" != 0 ]; then
-    echo "docker.sh: dockerd is not installed; run this script as root to install docker.io" >&2
+    echo "docker.sh: dockerd is not installed; run this script as root to install it" >&2
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
