@@ -4,30 +4,32 @@ Per segment: make a fresh directory, write ``request.nml``, ``request.json`` and
 mode) the noise file, start the model through a *launcher*, then validate everything it
 left behind before the orchestrator sees a single number.  Launchers differ only in how the
 command is started: ``local`` runs it as a subprocess in its own process group (a timeout
-kills the whole group).  A failed segment's directory is kept (renamed ``*.failed-N``) for
+kills the whole group); ``docker`` and ``apptainer`` run it in a container (adapters/
+docker_launcher.py, adapters/apptainer_launcher.py, docs/containers.md).  A failed segment's directory is kept (renamed ``*.failed-N``) for
 inspection; a finished one gets a ``done.json`` marker so a resumed driver ingests it
 instead of re-running it.
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from orchestrator.config import ModelSection
 from orchestrator.model import (Checkpoints, ForwardModel, ModelRunError, Provenance,
                                 SegmentRequest, SegmentResult, StateRef)
+
+from .apptainer_launcher import ApptainerConfig, ApptainerLauncher
+from .docker_launcher import DockerConfig, DockerLauncher
+from .launchers import LocalLauncher, tail as _tail
+
+_CONTAINERS = ("docker", "apptainer")
 
 PROTOCOL_VERSION = 1
 _DONE = "done.json"
@@ -38,15 +40,22 @@ _PLACEHOLDERS = ("executable", "request", "request_json", "workdir", "state_in",
 class ExecutableModelConfig(ModelSection):
     adapter: Literal["executable"] = Field(description="`executable`.")
     executable: str = Field(description="The model program: a path (relative to the YAML) or a "
-                            "name found on PATH.")
+                            "name found on PATH; with a container launcher, a path or name "
+                            "inside the image (not resolved on the host).")
     command: list[str] = Field(
         default_factory=lambda: ["{executable}", "{request}"],
         json_schema_extra={"doc_default": "`['{executable}', '{request}']`"},
         description="Command-line template, one list item per argument. Placeholders: "
         "{executable}, {request} (path of request.nml), {request_json}, {workdir}, {state_in}, "
         "{step0}, {n_steps}, {seed}.")
-    launcher: Literal["local"] = Field("local", description="How the command is started: `local` "
-                                       "(a subprocess in its own process group).")
+    launcher: Literal["local", "docker", "apptainer"] = Field(
+        "local", description="How the command is started: `local` (a subprocess in its own "
+        "process group), `docker` (a container per segment, see `model.docker`) or `apptainer` "
+        "(`apptainer exec`, see `model.apptainer`).")
+    docker: DockerConfig | None = Field(None, description="With `launcher: docker`: the image "
+                                        "and container settings (section `model.docker`).")
+    apptainer: ApptainerConfig | None = Field(None, description="With `launcher: apptainer`: the "
+                                              "image and exec options (section `model.apptainer`).")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables "
                                 "for the model.")
     initial_state: str | None = Field(
@@ -72,6 +81,18 @@ class ExecutableModelConfig(ModelSection):
                 raise ValueError(f"argument {arg!r} has an unknown placeholder {exc}; use "
                                  f"{', '.join('{' + p + '}' for p in _PLACEHOLDERS)}") from None
         return v
+
+    @model_validator(mode="after")
+    def _launcher_section(self):
+        for name in _CONTAINERS:
+            given = getattr(self, name) is not None
+            if self.launcher == name and not given:
+                raise ValueError(f"launcher {name} needs a `{name}:` section with at least "
+                                 "`image:`")
+            if given and self.launcher != name:
+                raise ValueError(f"a `{name}:` section is given but launcher is "
+                                 f"{self.launcher}; set `launcher: {name}` or remove it")
+        return self
 
     @field_validator("checkpoint_digits")
     @classmethod
@@ -105,158 +126,6 @@ def namelist(groups: dict[str, dict]) -> str:
     return "\n".join(out) + "\n"
 
 
-# --- the launcher -------------------------------------------------------------------------
-try:  # loaded here, in the parent: nothing may be loaded between fork and exec
-    _prctl = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):  # pragma: no cover - not Linux
-    _prctl = None
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    if _prctl is not None:
-        _prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: no orphan if the worker dies
-
-
-_setpriv_cache: list = []
-
-
-def _setpriv() -> str | None:
-    """util-linux ``setpriv`` if it can set the parent-death signal, else None.
-
-    ``setpriv --pdeathsig KILL -- model ...`` sets PR_SET_PDEATHSIG and execs the model (same
-    pid), exactly what ``preexec_fn=_die_with_parent`` does -- but a ``preexec_fn`` forces
-    Python to fork() the whole driver (its page tables: ~4 ms and more with h5py/Parsl loaded)
-    instead of vfork/posix_spawn (~0.7 ms).  Found once per process."""
-    if not _setpriv_cache:
-        path = shutil.which("setpriv")
-        ok = False
-        if path and _prctl is not None:
-            try:
-                ok = "--pdeathsig" in subprocess.run([path, "--help"], capture_output=True,
-                                                     text=True, timeout=10).stdout
-            except (OSError, subprocess.SubprocessError):
-                ok = False
-        _setpriv_cache.append(path if ok else None)
-    return _setpriv_cache[0]
-
-
-def _startable(argv0: str) -> str | None:
-    """Why ``argv0`` cannot be started (the launcher's own check, one stat), or None."""
-    exe = argv0 if os.sep in argv0 else shutil.which(argv0)
-    if exe is None or not os.path.exists(exe):
-        return "does not exist"
-    if os.path.isdir(exe) or not os.access(exe, os.X_OK):
-        return "is not executable"
-    return None
-
-
-class LocalLauncher:
-    """Run the command as a subprocess in a new session (its own process group)."""
-
-    name = "local"
-    _running: dict[int, subprocess.Popen] = {}
-    _lock = threading.Lock()
-
-    def run(self, argv: list[str], workdir: str, env: dict, timeout: float | None) -> tuple[int, Provenance]:
-        with open(os.path.join(workdir, "stdout.txt"), "wb") as out, \
-                open(os.path.join(workdir, "stderr.txt"), "wb") as err:
-            why = _startable(argv[0])
-            if why == "does not exist":
-                raise ModelRunError(f"segment {workdir}: the executable {argv[0]} does not exist; "
-                                    "build it or fix model.executable", workdir,
-                                    transient=False) from None
-            if why:
-                raise ModelRunError(f"segment {workdir}: {argv[0]} is not executable; "
-                                    f"chmod +x it or fix model.executable", workdir,
-                                    transient=False) from None
-            wrapper = _setpriv()
-            try:
-                if wrapper:  # no orphan if the worker dies, without a fork() of the driver
-                    proc = subprocess.Popen([wrapper, "--pdeathsig", "KILL", "--", *argv],
-                                            cwd=workdir, env=env, stdout=out, stderr=err,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
-                else:
-                    proc = subprocess.Popen(argv, cwd=workdir, env=env, stdout=out, stderr=err,
-                                            stdin=subprocess.DEVNULL, start_new_session=True,
-                                            preexec_fn=_die_with_parent)
-            except FileNotFoundError:
-                raise ModelRunError(f"segment {workdir}: the executable {argv[0]} does not exist; "
-                                    "build it or fix model.executable", workdir,
-                                    transient=False) from None
-            except PermissionError:
-                raise ModelRunError(f"segment {workdir}: {argv[0]} is not executable; "
-                                    f"chmod +x it or fix model.executable", workdir,
-                                    transient=False) from None
-            except OSError as exc:  # e.g. ENOEXEC: not a program, or a script without #!
-                raise ModelRunError(f"segment {workdir}: {argv[0]} cannot be started: {exc}",
-                                    workdir, transient=False) from None
-            with self._lock:
-                self._running[proc.pid] = proc
-            # Popen.wait(timeout) polls with sleeps growing to 50 ms (up to +50 % on a short
-            # run); block in waitpid instead and let a timer kill the group on timeout.
-            state = {"finished": False, "timed_out": False}
-            guard = threading.Lock()
-
-            def on_timeout():
-                with guard:
-                    if not state["finished"]:
-                        state["timed_out"] = True
-                        try:
-                            os.killpg(proc.pid, signal.SIGKILL)
-                        except ProcessLookupError:
-                            pass
-
-            timer = threading.Timer(timeout, on_timeout) if timeout else None
-            try:
-                if timer is not None:
-                    timer.daemon = True
-                    timer.start()
-                code = proc.wait()
-                with guard:
-                    state["finished"] = True
-                if timer is not None:
-                    timer.cancel()
-            except BaseException:  # e.g. KeyboardInterrupt while waiting: leave nothing running
-                self._kill(proc)
-                raise
-            finally:
-                if timer is not None:
-                    timer.cancel()
-                with self._lock:
-                    self._running.pop(proc.pid, None)
-        if state["timed_out"] and code == -signal.SIGKILL:
-            tail = _tail(workdir)
-            raise ModelRunError(f"segment {workdir}: timed out after {timeout} s; the process "
-                                "group was killed (raise runner.segment_timeout if the model "
-                                "is just slow)" + (f"; stderr ends: {tail}" if tail else ""),
-                                workdir, exit_code=None, stderr_tail=tail)
-        return code, Provenance(host=socket.gethostname(), pid=proc.pid,
-                                slurm_job_id=os.environ.get("SLURM_JOB_ID", ""), launcher="local")
-
-    @staticmethod
-    def _kill(proc: subprocess.Popen) -> None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-
-    @classmethod
-    def kill_all(cls) -> None:
-        with cls._lock:
-            procs = list(cls._running.values())
-        for p in procs:
-            cls._kill(p)
-
-
-def _tail(workdir: str, n: int = 5) -> str:
-    try:
-        lines = Path(workdir, "stderr.txt").read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return " | ".join(lines[-n:])
-
-
 # --- the adapter --------------------------------------------------------------------------
 class ExecutableModel(ForwardModel):
     Config = ExecutableModelConfig
@@ -265,19 +134,30 @@ class ExecutableModel(ForwardModel):
         self.config = config
         self.base_dir = base_dir
         self.noise_mode = config.noise
-        self.launcher = LocalLauncher()
         exe = config.executable
-        if os.sep in exe:
+        if config.launcher == "docker":
+            self.launcher = DockerLauncher(config.docker, base_dir)
+        elif config.launcher == "apptainer":
+            self.launcher = ApptainerLauncher(config.apptainer, base_dir)
+        else:
+            self.launcher = LocalLauncher()
+        if config.launcher in _CONTAINERS:
+            self.executable = exe  # resolved inside the image
+            self.env = dict(config.env)  # the host's environment stays outside
+        elif os.sep in exe:
             self.executable = str(Path(base_dir, exe).resolve())
+            self.env = {**os.environ, **config.env}
         else:
             self.executable = shutil.which(exe) or exe
-        self.env = {**os.environ, **config.env}
+            self.env = {**os.environ, **config.env}
 
     @classmethod
     def from_config(cls, config, base_dir):
         return cls(config, base_dir)
 
     def check(self) -> list[str]:
+        if self.config.launcher in _CONTAINERS:
+            return self.launcher.check() or self._check_initial_state()
         exe = self.executable
         if os.sep not in self.config.executable and not os.path.exists(exe):
             return [f"key model.executable: {exe} is not found on PATH; give its path "
@@ -288,6 +168,9 @@ class ExecutableModel(ForwardModel):
         if os.path.isdir(exe) or not os.access(exe, os.X_OK):
             return [f"key model.executable: {exe} is not an executable file; `chmod +x` it or "
                     "fix the path"]
+        return self._check_initial_state()
+
+    def _check_initial_state(self) -> list[str]:
         if self.config.initial_state:
             p = Path(self.base_dir, self.config.initial_state)
             if not p.is_file():
@@ -297,7 +180,8 @@ class ExecutableModel(ForwardModel):
 
     @staticmethod
     def shutdown() -> None:
-        LocalLauncher.kill_all()
+        LocalLauncher.kill_all()  # also apptainer's processes
+        DockerLauncher.kill_all()
 
     def initial_state(self, workdir: str) -> StateRef | None:
         if self.config.initial_state is None:
@@ -452,10 +336,12 @@ class ExecutableModel(ForwardModel):
         argv = self.prepare(request)
         t1 = time.perf_counter()
         try:
-            code, pv = self.launcher.run(argv, request.workdir, self.env, request.timeout)
+            reads = [request.start.path] if request.start is not None else []
+            code, pv = self.launcher.run(argv, request.workdir, self.env, request.timeout, reads)
             t2 = time.perf_counter()
             if code != 0:
-                self._fail(request, "the model failed", code)
+                where = self.launcher.describe()
+                self._fail(request, "the model failed" + (f" {where}" if where else ""), code)
             res = self.ingest(request, code)
         except ModelRunError as exc:  # keep the evidence; the message names where it went
             kept = self._keep_failed(request.workdir)

@@ -41,6 +41,18 @@ def adapter_configs() -> list[tuple[str, type[ModelSection]]]:
     return [(name, adapter_class(name).Config) for name in sorted(adapters.ADAPTERS)]
 
 
+def sub_sections(model: type[BaseModel]) -> list[tuple[str, type[BaseModel]]]:
+    """(key, model) of each field of ``model`` that is itself a section (e.g. `model.docker`)."""
+    out = []
+    for name, field in model.model_fields.items():
+        tp = field.annotation
+        for t in (tp, *get_args(tp)):
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                out.append((name, t))
+                break
+    return out
+
+
 # --- rendering one field ---------------------------------------------------------------------
 def _type(tp: Any) -> str:
     if tp is type(None):
@@ -200,6 +212,10 @@ def configuration_markdown() -> str:
         own = [f for f in cfg.model_fields if f not in common or f == "adapter"]
         parts += [f"## `model` with `adapter: {name}`", _doc(cfg) + "  Besides the common keys:",
                   table(cfg, own)]
+        for key, sub in sub_sections(cfg):
+            if key in common:
+                continue
+            parts += [f"### `model.{key}` (adapter `{name}`)", _doc(sub), table(sub)]
     for key, model in SECTIONS:
         parts += [f"## `{key}`", _doc(model), table(model)]
     parts += [

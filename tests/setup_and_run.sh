@@ -24,5 +24,13 @@ python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip >/dev/null
 .venv/bin/pip install -q -e '.[test]'
 make -s -C containers all
+# container tests: a Docker engine (installed and started as root) and the local images
+if [ "$(id -u)" = 0 ]; then
+  command -v bwrap >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; apt-get install -y -qq --no-install-recommends bubblewrap >/dev/null; }
+  bash tests/services/docker.sh
+fi
+if docker info >/dev/null 2>&1; then
+  make -s -C containers images
+fi
 
 exec .venv/bin/python -m pytest -q "$@"

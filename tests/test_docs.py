@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from orchestrator import config
 from orchestrator.docgen import EXAMPLE, SECTIONS, adapter_configs, annotated_example, \
-    configuration_markdown
+    configuration_markdown, sub_sections
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "configuration.md"
@@ -23,6 +23,8 @@ def all_models() -> list[type[BaseModel]]:
     models = [config.Campaign, config.ModelSection, config.Observable]
     models += [m for _, m in SECTIONS]
     models += [cfg for _, cfg in adapter_configs()]
+    models += [sub for _, cfg in adapter_configs() for _, sub in sub_sections(cfg)
+               if sub is not config.Observable]
     return models
 
 

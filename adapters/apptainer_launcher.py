@@ -1,0 +1,120 @@
+"""The ``apptainer`` launcher: run each segment with ``apptainer exec`` on a SIF image.
+
+The command it runs, exactly (docs/containers.md; tests/test_containers.py checks it)::
+
+    APPTAINER exec --containall --cleanenv \\
+        --bind SEG:SEG \\
+        --bind STATE_DIR:STATE_DIR:ro \\          # when the segment has an input state
+        [--bind SRC:DST[:ro|rw] ...]  \\          # model.apptainer.binds
+        --pwd SEG [ARGS ...] IMAGE CMD ...        # ARGS: model.apptainer.args, e.g. --nv
+
+``SEG`` is the segment directory, ``STATE_DIR`` the directory of ``state_in`` (or the file
+itself when that directory holds SEG), ``CMD ...`` the formatted `model.command` whose
+executable is resolved inside the image.  `model.env` reaches the model through
+``APPTAINERENV_<NAME>`` variables (``--cleanenv`` drops everything else).  The process runs
+in its own session; a timeout kills its whole process group.  Provenance records the SHA-256
+of the image file.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import threading
+from pathlib import Path
+from typing import Sequence
+
+from pydantic import Field, field_validator
+
+from orchestrator.config import Strict
+from orchestrator.model import Provenance
+
+from .launchers import BIND_DESCRIPTION, Bind, LocalLauncher, state_binds, validate_binds
+
+
+class ApptainerConfig(Strict):
+    """Keys of `model.apptainer` (with `launcher: apptainer`): the image and the `apptainer exec`
+    options.  `model.executable` is then a path or name inside the image."""
+
+    image: str = Field(description="The SIF image file (relative to the YAML), e.g. built with "
+                       "`apptainer build model.sif containers/MODEL/apptainer.def`.")
+    binds: list[str] = Field(default_factory=list, description=BIND_DESCRIPTION)
+    args: list[str] = Field(default_factory=list, description="Extra `apptainer exec` options "
+                            "placed before the image, e.g. [--nv] for GPUs.")
+    executable: str = Field("apptainer", description="The apptainer program on the host: a name "
+                            "found on PATH (`apptainer`, `singularity`) or a path.")
+
+    @field_validator("binds")
+    @classmethod
+    def _binds(cls, v: list[str]) -> list[str]:
+        return validate_binds(v)
+
+
+class ApptainerLauncher(LocalLauncher):
+    name = "apptainer"
+    _digests: dict[tuple, str] = {}
+    _dlock = threading.Lock()
+
+    def __init__(self, config: ApptainerConfig, base_dir: str):
+        self.config = config
+        self.image = str(Path(base_dir, config.image).resolve())
+        self.binds = [Bind.parse(b, base_dir) for b in config.binds]
+        prog = config.executable
+        self.program = str(Path(base_dir, prog).resolve()) if os.sep in prog else prog
+
+    def argv(self, argv: list[str], workdir: str, reads: Sequence[str] = ()) -> list[str]:
+        seg = os.path.abspath(workdir)
+        prog = self.program if os.sep in self.program else (shutil.which(self.program) or self.program)
+        out = [prog, "exec", "--containall", "--cleanenv", "--bind", f"{seg}:{seg}"]
+        for b in state_binds(seg, reads) + self.binds:
+            out += ["--bind", f"{b.src}:{b.dst}" + (":ro" if b.read_only else ":rw")]
+        return out + ["--pwd", seg, *self.config.args, self.image, *argv]
+
+    @staticmethod
+    def environment(model_env: dict) -> dict:
+        """The apptainer process's environment: the host's, plus APPTAINERENV_ for the model."""
+        return {**os.environ, **{f"APPTAINERENV_{k}": v for k, v in model_env.items()}}
+
+    def run(self, argv: list[str], workdir: str, env: dict, timeout: float | None,
+            reads: Sequence[str] = ()) -> tuple[int, Provenance]:
+        code, pid = self._popen(self.argv(argv, workdir, reads), workdir, self.environment(env),
+                                timeout, "its apptainer process group")
+        return code, Provenance(host=socket.gethostname(), pid=pid,
+                                slurm_job_id=os.environ.get("SLURM_JOB_ID", ""),
+                                image_digest=self.digest(), launcher=self.name)
+
+    def digest(self) -> str:
+        """``sha256:`` of the image file, computed once per (path, size, mtime)."""
+        try:
+            st = os.stat(self.image)
+        except OSError:
+            return ""
+        key = (self.image, st.st_size, st.st_mtime_ns)
+        with self._dlock:
+            if key not in self._digests:
+                h = hashlib.sha256()
+                if os.path.isdir(self.image):
+                    h.update(self.image.encode())  # a sandbox directory: no content hash
+                else:
+                    with open(self.image, "rb") as f:
+                        for chunk in iter(lambda: f.read(1 << 20), b""):
+                            h.update(chunk)
+                self._digests[key] = "sha256:" + h.hexdigest()
+            return self._digests[key]
+
+    def check(self) -> list[str]:
+        prog = self.program
+        if not (os.access(prog, os.X_OK) if os.sep in prog else shutil.which(prog)):
+            return [f"key model.apptainer.executable: the program {prog!r} is not found; install "
+                    "Apptainer (or put its directory on PATH)"]
+        if not os.path.exists(self.image):
+            return [f"key model.apptainer.image: {self.image} does not exist; build it (`make -C "
+                    "containers images`, or `apptainer build IMAGE.sif containers/MODEL/apptainer.def`)"]
+        return []
+
+    def describe(self) -> str:
+        return f"in Apptainer image {self.image}"
+
+    def _missing_fix(self) -> str:
+        return "install Apptainer or fix model.apptainer.executable"

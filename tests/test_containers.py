@@ -1,0 +1,344 @@
+"""Container launchers: `docker` (Docker SDK) and `apptainer` (`apptainer exec` argv; run end to
+end through tests/standin/apptainer, a bubblewrap STAND-IN, since Apptainer is not installed).
+
+Needs a Docker engine and the images: `bash tests/services/docker.sh && make -C containers
+images` (tests/setup_and_run.sh does both).  Every container these tests start carries the
+label tams.test=<this session's id>; the last test checks none is left.
+"""
+from __future__ import annotations
+
+import grp
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import REPO, assert_same, digest, require
+from orchestrator import config
+from orchestrator.campaign import Driver
+from orchestrator.database import Database
+from orchestrator.model import ModelRunError, SegmentRequest
+
+DW_BIN = REPO / "containers" / "doublewell2d" / "bin" / "doublewell2d"
+AMOC_BIN = REPO / "containers" / "amoc-box" / "bin" / "amoc-box"
+AMOC_STANDIN = REPO / "containers" / "amoc-box" / "bin" / "amoc-box-standin.sif"
+STANDIN = REPO / "tests" / "standin"
+DW_IMAGE = "tams/doublewell2d:1"
+SESSION = uuid.uuid4().hex[:12]
+LABEL = {"tams.test": SESSION}
+CLI = [sys.executable, "-m", "orchestrator.cli"]
+
+
+# --- services --------------------------------------------------------------------------------
+def _engine():
+    try:
+        import docker
+        client = docker.from_env(timeout=30)
+        client.ping()
+        return client
+    except Exception:
+        return None
+
+
+@pytest.fixture(scope="module")
+def engine():
+    client = _engine()
+    require(client is not None, "no Docker engine (start one: bash tests/services/docker.sh)")
+    try:
+        client.images.get(DW_IMAGE)
+        ok = True
+    except Exception:
+        ok = False
+    require(ok, f"no image {DW_IMAGE} (build it: make -C containers images)")
+    yield client
+    client.close()
+
+
+def _ours(client, label: dict = LABEL) -> list:
+    key, value = next(iter(label.items()))
+    return client.containers.list(all=True, filters={"label": f"{key}={value}"})
+
+
+# --- campaigns --------------------------------------------------------------------------------
+def dw_campaign(launcher: str, **model) -> dict:
+    """A small campaign of the Fortran 2-D double well (about 30 segments)."""
+    m = {"adapter": "executable", "launcher": launcher, "dt": 0.01, "noise": "file",
+         "noise_dim": 2, "observables": ["x", "y"], "checkpoint_every": 50,
+         "parameters": {"eps": 0.1, "x0": -1.0, "y0": 0.0}}
+    if launcher == "docker":
+        m |= {"executable": "/usr/local/bin/doublewell2d",
+              "docker": {"image": DW_IMAGE, "labels": LABEL, "cpus": 1.0, "memory": "128m"}}
+    else:
+        m |= {"executable": str(DW_BIN)}
+    m |= model
+    return {"seed": 7, "replicas": 1, "model": m,
+            "score": {"function": "adapters.examples.doublewell2d:score", "target": 0.95},
+            "tams": {"trajectories": 6, "kill_per_iteration": 2, "horizon": 3.0,
+                     "segment_steps": 150, "max_iterations": 6},
+            "runner": {"kind": "threads", "workers": 2, "retries": 0, "segment_timeout": 60}}
+
+
+def write(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def run(path: Path, db: Path):
+    Driver(config.load(path), db_path=str(db)).run()
+    return digest(db)
+
+
+def segments(db: Path) -> dict:
+    with Database(db) as d:
+        return d.table(0, "segments")
+
+
+# --- docker ---------------------------------------------------------------------------------
+def test_docker_is_bitwise_the_local_launcher(engine, tmp_path):
+    local = run(write(tmp_path / "local.yaml", dw_campaign("local")), tmp_path / "local.h5")
+    dock = run(write(tmp_path / "dock.yaml", dw_campaign("docker")), tmp_path / "dock.h5")
+    assert_same(local, dock)  # observables, scores, levels, weights, estimate: bit for bit
+    seg = segments(tmp_path / "dock.h5")
+    image_id = engine.images.get(DW_IMAGE).id
+    assert len(seg["image"]) > 5
+    assert {bytes(x).decode() for x in seg["image"]} == {image_id}
+    assert {bytes(x).decode() for x in seg["launcher"]} == {"docker"}
+    assert not _ours(engine)
+
+
+def test_docker_campaign_as_a_user_leaves_no_root_file(engine):
+    uid = gid = 1000
+    try:
+        docker_gid = grp.getgrnam("docker").gr_gid
+    except KeyError:
+        docker_gid = None
+    require(os.getuid() == 0, "needs root to start the driver as uid 1000")
+    home = Path(tempfile.mkdtemp(prefix="tams-user-"))
+    try:
+        os.chmod(home, 0o755)
+        os.chown(home, uid, gid)
+        yml = write(home / "dw.yaml", dw_campaign("docker"))
+        os.chown(yml, uid, gid)
+
+        def drop():
+            os.setgroups([docker_gid] if docker_gid is not None else [])
+            os.setgid(gid)
+            os.setuid(uid)
+
+        env = {**os.environ, "HOME": str(home), "PYTHONDONTWRITEBYTECODE": "1"}
+        python = _python_for(drop, env)
+        require(python is not None, f"no Python interpreter usable by uid {uid}")
+        res = subprocess.run([python, "-m", "orchestrator.cli", "run", str(yml), "-q"], cwd=home,
+                             env=env, preexec_fn=drop, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+        owners = {}
+        n = 0
+        for root, dirs, files in os.walk(home):
+            for name in dirs + files:
+                st = os.lstat(os.path.join(root, name))
+                n += 1
+                if st.st_uid != uid:
+                    owners[os.path.join(root, name)] = st.st_uid
+        assert n > 50 and not owners, f"files not owned by uid {uid}: {list(owners.items())[:5]}"
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    assert not _ours(engine)
+
+
+def _python_for(drop, env: dict) -> str | None:
+    """An interpreter the unprivileged user can run with this environment's packages: ours,
+    or (ours lives under an unreadable home) the system's of the same version, given our
+    site-packages and the repository on PYTHONPATH (updates ``env``)."""
+    probe = "import docker, h5py, parsl, orchestrator"
+    system = shutil.which(f"python{sys.version_info[0]}.{sys.version_info[1]}",
+                          path="/usr/local/bin:/usr/bin")
+    for python, extra in ((sys.executable, False), (system, True)):
+        if python is None:
+            continue
+        e = dict(env)
+        if extra:
+            import site
+            e["PYTHONPATH"] = os.pathsep.join([*site.getsitepackages(), str(REPO)])
+        try:
+            ok = subprocess.run([python, "-c", probe], env=e, preexec_fn=drop, cwd="/",
+                                capture_output=True).returncode == 0
+        except OSError:  # not executable by that user
+            ok = False
+        if ok:
+            env.update(e)
+            return python
+    return None
+
+
+def _model(tmp_path, **model):
+    from adapters.executable import ExecutableModel
+    cfg = config.load(write(tmp_path / "c.yaml", dw_campaign("docker", **model))).model
+    return ExecutableModel(cfg, str(tmp_path))
+
+
+def _request(tmp_path, name="seg", timeout=30.0, n=20):
+    return SegmentRequest(workdir=str(tmp_path / name), start=None, step0=0, n_steps=n, dt=0.01,
+                          checkpoint_every=10, noise=np.zeros((n, 2)), parameters={},
+                          timeout=timeout)
+
+
+def test_docker_timeout_kills_and_removes_the_container(engine, tmp_path):
+    # the model opens a FIFO nobody writes to: it blocks until the timeout
+    m = _model(tmp_path, command=["{executable}", "{workdir}/fifo"])
+    req = _request(tmp_path, timeout=1.5)
+    argv = m.prepare(req)
+    os.mkfifo(os.path.join(req.workdir, "fifo"))
+    t0 = time.monotonic()
+    with pytest.raises(ModelRunError, match=r"timed out after 1.5 s; its container .* was killed"):
+        m.launcher.run(argv, req.workdir, m.env, req.timeout)
+    assert time.monotonic() - t0 < 20
+    assert not _ours(engine)
+
+
+def test_docker_crash_reports_exit_code_and_log_tail(engine, tmp_path):
+    m = _model(tmp_path, command=["{executable}", "/no/such/request.nml"])
+    with pytest.raises(ModelRunError) as err:
+        m.run_segment(_request(tmp_path))
+    msg = str(err.value)
+    assert f"the model failed in Docker image {DW_IMAGE} (exit code 1)" in msg
+    assert "stderr ends:" in msg and "Error termination" in msg and "\n" not in msg
+    kept = Path(err.value.workdir)
+    assert kept.name == "seg.failed-1"  # the container's log, kept for inspection
+    assert "cannot open request /no/such/request.nml" in (kept / "stderr.txt").read_text()
+    assert not _ours(engine)
+
+
+def test_docker_shutdown_removes_running_containers(engine, tmp_path):
+    m = _model(tmp_path, command=["{executable}", "{workdir}/fifo"])
+    req = _request(tmp_path, timeout=120)
+    argv = m.prepare(req)
+    os.mkfifo(os.path.join(req.workdir, "fifo"))
+    errors = []
+
+    def target():
+        try:
+            m.launcher.run(argv, req.workdir, m.env, req.timeout)
+        except ModelRunError as exc:
+            errors.append(str(exc))
+
+    th = threading.Thread(target=target)
+    th.start()
+    deadline = time.monotonic() + 30
+    while not _ours(engine) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _ours(engine), "the container never started"
+    m.shutdown()  # what the driver calls on Ctrl-C / SIGTERM
+    th.join(30)
+    assert not th.is_alive() and errors and "stopped (driver shutdown)" in errors[0]
+    assert not _ours(engine)
+
+
+@pytest.mark.parametrize("case", ["image", "daemon"])
+def test_docker_missing_image_or_daemon_exit_2_before_writing(engine, tmp_path, case):
+    data = dw_campaign("docker")
+    env = dict(os.environ)
+    if case == "image":
+        data["model"]["docker"]["image"] = "tams/no-such-model:1"
+        expect = ("key model.docker.image: the Docker image tams/no-such-model:1 does not exist "
+                  "on this engine; build it with `make -C containers images`")
+    else:
+        env["DOCKER_HOST"] = f"unix://{tmp_path}/no-docker.sock"
+        expect = ("key model.launcher: the Docker engine is unreachable (")
+    yml = write(tmp_path / "c.yaml", data)
+    for cmd in ("check", "run"):
+        res = subprocess.run(CLI + [cmd, str(yml)], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert res.returncode == 2, res.stderr
+        err = res.stderr.strip()
+        assert expect in err and len(err.splitlines()) == 1, err
+        if case == "daemon":
+            assert "bash tests/services/docker.sh" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
+
+
+# --- apptainer -------------------------------------------------------------------------------
+def test_apptainer_argv_is_the_documented_one(tmp_path):
+    from adapters.apptainer_launcher import ApptainerConfig, ApptainerLauncher
+    (tmp_path / "forcing").mkdir()
+    cfg = ApptainerConfig(image="m.sif", binds=["forcing", "forcing:/data:ro", "out:/scratch:rw"],
+                          args=["--nv"], executable="/opt/apptainer/bin/apptainer")
+    la = ApptainerLauncher(cfg, str(tmp_path))
+    seg = "/runs/c.run/r0000/t0000003/s00000150"
+    state = "/runs/c.run/r0000/t0000001/s00000000/ckpt_00000150.bin"
+    assert la.argv(["model", f"{seg}/request.nml"], seg, [state]) == [
+        "/opt/apptainer/bin/apptainer", "exec", "--containall", "--cleanenv",
+        "--bind", f"{seg}:{seg}",
+        "--bind", "/runs/c.run/r0000/t0000001/s00000000:/runs/c.run/r0000/t0000001/s00000000:ro",
+        "--bind", f"{tmp_path}/forcing:{tmp_path}/forcing:ro",
+        "--bind", f"{tmp_path}/forcing:/data:ro",
+        "--bind", f"{tmp_path}/out:/scratch:rw",
+        "--pwd", seg, "--nv", f"{tmp_path}/m.sif", "model", f"{seg}/request.nml"]
+    # no input state (step 0): no state bind; a state above the segment directory: the file
+    plain = ApptainerLauncher(ApptainerConfig(image="/i.sif", executable="/a"), str(tmp_path))
+    assert plain.argv(["m"], seg, []) == ["/a", "exec", "--containall", "--cleanenv", "--bind",
+                                          f"{seg}:{seg}", "--pwd", seg, "/i.sif", "m"]
+    up = "/runs/c.run/initial.bin"
+    assert plain.argv(["m"], seg, [up])[6:8] == ["--bind", f"{up}:{up}:ro"]
+    assert ApptainerLauncher.environment({"OMP_NUM_THREADS": "1"})["APPTAINERENV_OMP_NUM_THREADS"] == "1"
+
+
+def test_documented_argv_matches_docs():
+    text = (REPO / "docs" / "containers.md").read_text()
+    assert ("apptainer exec --containall --cleanenv --bind SEG:SEG --bind STATE_DIR:STATE_DIR:ro "
+            "[--bind SRC:DST[:ro|rw] ...] --pwd SEG [ARGS ...] IMAGE CMD ...") in " ".join(text.split())
+
+
+def amoc_campaign(launcher: str) -> dict:
+    data = yaml.safe_load((REPO / "configs" / "amoc-box-apptainer.yaml").read_text())
+    m = data["model"]
+    m["parameters"]["sigma"] = 0.3
+    m["checkpoint_every"] = 50
+    if launcher == "local":
+        m.pop("apptainer")
+        m |= {"launcher": "local", "executable": str(AMOC_BIN)}
+    else:
+        m["apptainer"]["image"] = str(AMOC_STANDIN)
+    data |= {"seed": 5, "replicas": 1}
+    data["tams"] = {"trajectories": 6, "kill_per_iteration": 2, "horizon": 4.0,
+                    "segment_steps": 200, "max_iterations": 6}
+    data["runner"]["retries"] = 0
+    return data
+
+
+def test_apptainer_standin_campaign_equals_local(tmp_path, monkeypatch):
+    require(shutil.which("bwrap") is not None, "bubblewrap is missing (apt-get install bubblewrap)")
+    require(AMOC_STANDIN.exists(), f"no {AMOC_STANDIN.name} (make -C containers images)")
+    ok = subprocess.run(["bwrap", "--ro-bind", "/", "/", "true"], capture_output=True).returncode == 0
+    require(ok, "bubblewrap cannot make namespaces here")
+    local = run(write(tmp_path / "local.yaml", amoc_campaign("local")), tmp_path / "local.h5")
+    monkeypatch.setenv("PATH", f"{STANDIN}{os.pathsep}{os.environ['PATH']}")
+    app = run(write(tmp_path / "app.yaml", amoc_campaign("apptainer")), tmp_path / "app.h5")
+    assert_same(local, app)
+    seg = segments(tmp_path / "app.h5")
+    assert {bytes(x).decode() for x in seg["launcher"]} == {"apptainer"}
+    assert {bytes(x).decode() for x in seg["image"]} == {ApptainerDigest.of(AMOC_STANDIN)}
+
+
+class ApptainerDigest:
+    @staticmethod
+    def of(path: Path) -> str:
+        import hashlib
+        return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- last: nothing left behind ----------------------------------------------------------------
+def test_zz_no_container_left_behind():
+    client = _engine()
+    require(client is not None, "no Docker engine")
+    assert not _ours(client)
+    left = client.containers.list(all=True, filters={"label": "tams.segment"})
+    assert not [c for c in left if c.labels.get("tams.test") == SESSION]
