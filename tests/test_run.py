@@ -100,17 +100,29 @@ def test_status_while_running(tmp_path):
     assert final.stdout.count("converged") == 2
 
 
-def _our_parsl_processes(run_dir) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [ln for ln in out.splitlines() if ("process_worker_pool" in ln or "interchange" in ln)
-            and "ps -eo" not in ln]
+def _our_parsl_processes(tmp_path) -> list[str]:
+    """Parsl interchange / worker-pool processes started by *this* test's driver: those whose
+    working directory or command line lies in the test's directory (other runs on the machine
+    are not ours to judge)."""
+    ours = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue
+        if ("process_worker_pool" in cmd or "interchange" in cmd) and (
+                cwd.startswith(str(tmp_path)) or str(tmp_path) in cmd):
+            ours.append(f"{pid} {cmd}")
+    return ours
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_cleanly_and_resumes(tmp_path, sig):
     path = write_campaign(tmp_path, runner__kind="processes", runner__workers=2,
                           tams__segment_steps=100)
-    before = _our_parsl_processes(tmp_path)
     proc = subprocess.Popen(CLI + ["run", str(path), "-q"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     db = tmp_path / "camp.h5"
@@ -121,12 +133,13 @@ def test_signal_stops_cleanly_and_resumes(tmp_path, sig):
                 if sum(v.segments for v in d.replicas()) > 5:
                     break
         time.sleep(0.1)
+    assert _our_parsl_processes(tmp_path), "the check below would prove nothing"
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == (143 if sig == signal.SIGTERM else 130), err
     assert "Traceback" not in err and "resume" in err
     time.sleep(1)
-    assert _our_parsl_processes(tmp_path) == before, "Parsl processes outlived the driver"
+    assert _our_parsl_processes(tmp_path) == [], "Parsl processes outlived the driver"
     assert not (tmp_path / "camp.h5.lock").exists()
     res = subprocess.run(CLI + ["run", str(path), "-q"], cwd=tmp_path, capture_output=True,
                          text=True, timeout=300)
