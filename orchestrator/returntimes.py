@@ -31,6 +31,7 @@ from .stats import t975
 @dataclass(frozen=True)
 class ReturnTimes:
     quantity: str
+    units: str
     window: float  # T, model time units
     amplitudes: np.ndarray  # (A,)
     p_replicas: np.ndarray  # (R, A)
@@ -134,5 +135,9 @@ def return_times(db, quantity: str = "score", amplitudes=None) -> ReturnTimes:
         h = t975(n - 1) * se
     else:
         se = h = np.full_like(mean, np.nan)
-    return ReturnTimes(quantity, window_of(db), a, P, mean, se,
+    units = "1"
+    for spec in db.observable_specs:
+        if spec["name"] == quantity:
+            units = spec.get("units") or "1"
+    return ReturnTimes(quantity, units, window_of(db), a, P, mean, se,
                        np.clip(mean - h, 0.0, 1.0), np.clip(mean + h, 0.0, 1.0))
