@@ -148,8 +148,8 @@ def _eta(db, reps) -> str:
     """A rough time to completion.  Per running replica, the expected number of iterations
     J = log p / log(1 - k/N) (the weight falls by (1 - k/N) per iteration), with log p taken
     from the finished replicas (mean log-estimate) or else extrapolated from the replica's own
-    levels (log W linear in the level, from the first iteration to the current one, up to the
-    target).  Remaining iterations times the driver's wall time per iteration so far."""
+    levels (log W linear in the level over the recent half of its iterations, extrapolated
+    to the target).  Remaining iterations times the driver's wall time per iteration so far."""
     import yaml
     cfg = yaml.safe_load(db.config_yaml)
     n, k = int(cfg["tams"]["trajectories"]), int(cfg["tams"].get("kill_per_iteration", 1))
@@ -169,9 +169,10 @@ def _eta(db, reps) -> str:
         else:
             it = db.iterations(v.index)
             lv, lw = it["level"], it["log_weight"]
-            if lv.size < 2 or not lv[-1] > lv[0]:
+            h = lv.size // 2  # the recent half: the level rises fastest at the start
+            if lv.size < 4 or not lv[-1] > lv[h]:
                 return "ETA: unknown (too few iterations)"
-            log_p = lw[0] + (lw[-1] - lw[0]) * (target - lv[0]) / (lv[-1] - lv[0])
+            log_p = lw[-1] + (lw[-1] - lw[h]) * (target - lv[-1]) / (lv[-1] - lv[h])
         remaining += max(0.0, log_p / per_iter - v.iterations)
     wall = db.wall_time()
     if wall <= 0:
