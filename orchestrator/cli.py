@@ -147,7 +147,8 @@ def _n(db) -> int:
 def _eta(db, reps) -> str:
     """A rough time to completion.  Per running replica, the expected number of iterations
     J = log p / log(1 - k/N) (the weight falls by (1 - k/N) per iteration), with log p taken
-    from the finished replicas (mean log-estimate) or else extrapolated from the replica's own
+    from the finished replicas (mean log-estimate), else from the running estimates of the
+    replicas where trajectories already reached the target, else extrapolated from each replica's
     levels (log W linear in the level over the recent half of its iterations, extrapolated
     to the target).  Remaining iterations times the driver's wall time per iteration so far."""
     import yaml
@@ -162,6 +163,8 @@ def _eta(db, reps) -> str:
     if done_iters == 0:
         return "ETA: unknown (initial ensemble running)"
     logs = [v.log_estimate for v in reps if v.outcome != 0 and math.isfinite(v.log_estimate)]
+    if not logs:  # running estimates W_j n_reached / N of the replicas where some reached B
+        logs = [v.log_weight + math.log(v.n_reached / n) for v in running if v.n_reached > 0]
     remaining = 0.0
     for v in running:
         if logs:
