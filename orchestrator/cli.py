@@ -1,4 +1,4 @@
-"""The ``tams`` command line: run, status, report, check.
+"""The ``tams`` command line: run, status, report, export, check.
 
 Bad input never produces a traceback: a :class:`UserError` becomes one line on stderr and
 exit status 2.  Ctrl-C and SIGTERM stop the run cleanly (Parsl cleaned up, database
@@ -143,6 +143,7 @@ def cmd_status(args) -> int:
             print(f"{v.index:>7} {v.outcome.name.lower():>14} {v.iterations:>6} {_fmt_p(v.level):>9} "
                   f"{_fmt_p(p):>12} {v.in_flight:>9} {v.failed_segments:>6} {v.segments:>8} "
                   f"{v.model_steps:>10}")
+        print(_eta(db, reps))
     return 0
 
 
@@ -151,34 +152,67 @@ def _n(db) -> int:
     return int(yaml.safe_load(db.config_yaml)["tams"]["trajectories"])
 
 
-def report(path, figures: bool = False) -> int:
-    from .database import Database
-    from .stats import summarize
-    with Database(path) as db:
-        reps = db.replicas()
-        finished = [v for v in reps if v.outcome != 0]
-        est = [v.estimate for v in finished]
-        print(f"campaign {db.name} (seed {db.seed}), {len(finished)}/{len(reps)} replicas finished")
-        for v in reps:
-            note = "" if v.outcome in (0, 1) else f"  ({v.outcome.name.lower()})"
-            print(f"  replica {v.index:4d}: p = {_fmt_p(v.estimate) if v.outcome else 'running':>10}"
-                  f"  iterations {v.iterations:5d}  model steps {v.model_steps}{note}")
-        s = summarize(est)
-        steps = sum(v.model_steps for v in reps)
-        if s.n >= 2:
-            print(f"estimate: p = {s.mean:.4g} ± {s.stderr:.2g} (standard error), 95 % CI "
-                  f"[{s.ci_low:.4g}, {s.ci_high:.4g}], {s.n} replicas; relative std of one run "
-                  f"{s.rel_std:.2f}")
-        elif s.n == 1:
-            print(f"estimate: p = {s.mean:.4g} (one replica: no confidence interval; set "
-                  "replicas >= 2)")
-        print(f"model steps: {steps}, segments: {sum(v.segments for v in reps)}, wall time "
-              f"{db.wall_time():.1f} s")
-    return 0
+def _eta(db, reps) -> str:
+    """A rough time to completion.  Per running replica, the expected number of iterations
+    J = log p / log(1 - k/N) (the weight falls by (1 - k/N) per iteration), with log p taken
+    from the finished replicas (mean log-estimate), else from the running estimates of the
+    replicas where trajectories already reached the target, else extrapolated from each replica's
+    levels (log W linear in the level over the recent half of its iterations, extrapolated
+    to the target).  Remaining iterations times the driver's wall time per iteration so far."""
+    import yaml
+    cfg = yaml.safe_load(db.config_yaml)
+    n, k = int(cfg["tams"]["trajectories"]), int(cfg["tams"].get("kill_per_iteration", 1))
+    target = float(cfg["score"]["target"])
+    per_iter = math.log1p(-k / n)
+    running = [v for v in reps if v.outcome == 0]
+    if not running:
+        return "ETA: done"
+    done_iters = sum(v.iterations for v in reps)
+    if done_iters == 0:
+        return "ETA: unknown (initial ensemble running)"
+    logs = [v.log_estimate for v in reps if v.outcome != 0 and math.isfinite(v.log_estimate)]
+    if not logs:  # running estimates W_j n_reached / N of the replicas where some reached B
+        logs = [v.log_weight + math.log(v.n_reached / n) for v in running if v.n_reached > 0]
+    remaining = 0.0
+    for v in running:
+        if logs:
+            log_p = sum(logs) / len(logs)
+        else:
+            it = db.iterations(v.index)
+            lv, lw = it["level"], it["log_weight"]
+            h = lv.size // 2  # the recent half: the level rises fastest at the start
+            if lv.size < 4 or not lv[-1] > lv[h]:
+                return "ETA: unknown (too few iterations)"
+            log_p = lw[-1] + (lw[-1] - lw[h]) * (target - lv[-1]) / (lv[-1] - lv[h])
+        remaining += max(0.0, log_p / per_iter - v.iterations)
+    wall = db.wall_time()
+    if wall <= 0:
+        return "ETA: unknown"
+    secs = wall * remaining / done_iters
+    when = f"{secs:.0f} s" if secs < 120 else (f"{secs / 60:.0f} min" if secs < 7200
+                                                else f"{secs / 3600:.1f} h")
+    return (f"ETA: ~{when} (about {remaining:.0f} more iterations at "
+            f"{wall / done_iters:.3g} s each; rough)")
+
+
+def report(path, figures=False, reference=None, return_times_of=None) -> int:
+    from .report import report as _report
+    return _report(path, figures=figures, reference=reference, return_times_of=return_times_of)
 
 
 def cmd_report(args) -> int:
-    return report(args.database)
+    figures = args.figures if args.figures else (False if args.no_figures else True)
+    return report(args.database, figures=figures, reference=args.reference,
+                  return_times_of=args.return_times)
+
+
+def cmd_export(args) -> int:
+    from .database import Database
+    from .database.export import export
+    with Database(args.database) as db:
+        out = export(db, args.format, args.out)
+    print(f"exported: {out}")
+    return 0
 
 
 def cmd_check(args) -> int:
@@ -199,9 +233,23 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("status", help="show a campaign's progress (works during a run)")
     p.add_argument("database")
     p.set_defaults(fn=cmd_status)
-    p = sub.add_parser("report", help="estimate with its confidence interval across replicas")
+    p = sub.add_parser("report", help="estimate with its confidence interval across replicas, "
+                       "cost, figures, return times")
     p.add_argument("database")
+    p.add_argument("--figures", metavar="DIR", help="folder of the PNG figures "
+                   "(default: the database path with .report instead of .h5)")
+    p.add_argument("--no-figures", action="store_true", help="text only")
+    p.add_argument("--reference", metavar="P", type=float,
+                   help="a known probability, drawn on the estimates figure")
+    p.add_argument("--return-times", metavar="QUANTITY",
+                   help="return-time curve of the maximum of `score` or of an observable")
     p.set_defaults(fn=cmd_report)
+    p = sub.add_parser("export", help="export trajectories, iterations and estimates")
+    p.add_argument("database")
+    p.add_argument("--format", choices=("netcdf", "csv"), default="netcdf")
+    p.add_argument("--out", metavar="PATH", help="output file (netcdf) or folder (csv); default "
+                   "the database path with .nc or .csv")
+    p.set_defaults(fn=cmd_export)
     p = sub.add_parser("check", help="validate a campaign and run one short segment")
     p.add_argument("campaign")
     p.set_defaults(fn=cmd_check)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -96,8 +97,13 @@ def test_status_while_running(tmp_path):
     assert proc.returncode == 0, err
     assert len(seen) >= 2, "the run ended before status could be read twice"
     assert any("running" in s for s in seen)
+    assert all("ETA: " in s for s in seen)
+    # an estimate of the remaining time appears once iterations have started
+    assert any(re.search(r"ETA: ~[0-9.]+ (s|min|h) \(about \d+ more iterations", s) for s in seen) \
+        or all("ETA: unknown" in s or "ETA: done" in s for s in seen)
     final = subprocess.run(CLI + ["status", str(db)], capture_output=True, text=True)
     assert final.stdout.count("converged") == 2
+    assert "ETA: done" in final.stdout
 
 
 def _our_parsl_processes(tmp_path) -> list[str]:

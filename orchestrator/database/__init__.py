@@ -78,6 +78,7 @@ class Database:
         self.observables = [o["name"] for o in json.loads(a["observables"])]
         self.observable_specs = json.loads(a["observables"])
         self._cache: dict[int, ReplicaRecord] = {}
+        self._index_cache: dict = {}
 
     def close(self) -> None:
         self.f.close()
@@ -90,6 +91,7 @@ class Database:
 
     def refresh(self) -> None:
         self._cache.clear()
+        self._index_cache.clear()
 
     def record(self, r: int) -> ReplicaRecord:
         if r not in self._cache:
@@ -126,34 +128,104 @@ class Database:
         ds.refresh()
         return int(ds[0])
 
+    def _index(self, replica: int):
+        """Per replica, computed once: the steps table's rows sorted by (trajectory, step),
+        and for every created trajectory its row in ``created`` and its slice of own steps."""
+        key = ("index", replica)
+        if key not in self._index_cache:
+            rec = self.record(replica)
+            steps, created = rec.tables["steps"], rec.tables["created"]
+            order = np.lexsort((steps["step"], steps["traj"]))
+            traj_sorted = steps["traj"][order]
+            ids = created["id"]
+            lo = np.searchsorted(traj_sorted, ids, side="left")
+            hi = np.searchsorted(traj_sorted, ids, side="right")
+            row = {int(t): i for i, t in enumerate(ids)}
+            self._index_cache[key] = (order, row, lo, hi)
+        return self._index_cache[key]
+
+    def _path_rows(self, traj_id: int, replica: int) -> np.ndarray:
+        """Rows of the steps table forming the full path of ``traj_id``, in step order."""
+        rec = self.record(replica)
+        created, steps = rec.tables["created"], rec.tables["steps"]
+        order, row, lo, hi = self._index(replica)
+        if traj_id not in row:
+            raise KeyError(f"replica {replica} has no trajectory {traj_id}")
+        parts = []
+        tid, upto = traj_id, np.iinfo(np.int64).max
+        while tid >= 0:  # walk up the ancestors: (branch_step, upto] of each one's own steps
+            i = row[tid]
+            b = int(created["branch_step"][i])
+            own = order[lo[i]:hi[i]]
+            s = steps["step"][own]
+            parts.append(own[(s > b) & (s <= upto)])
+            upto = b
+            tid = int(created["parent"][i])
+        return np.concatenate(parts[::-1]) if parts else np.zeros(0, dtype=np.int64)
+
     def trajectory(self, traj_id: int, replica: int = 0) -> Trajectory:
         """The full path of a trajectory: its ancestors' prefix plus its own steps."""
         rec = self.record(replica)
-        created = rec.tables["created"]
-        steps = rec.tables["steps"]
-        where = np.flatnonzero(created["id"] == traj_id)
-        if where.size == 0:
-            raise KeyError(f"replica {replica} has no trajectory {traj_id}")
-        ended = rec.tables["trajectories"]
+        created, steps, ended = rec.tables["created"], rec.tables["steps"], rec.tables["trajectories"]
+        idx = self._path_rows(traj_id, replica)
+        i = self._index(replica)[1][traj_id]
         e = np.flatnonzero(ended["id"] == traj_id)
         status = Status(int(ended["status"][e[0]])) if e.size else Status.RUNNING
-        chain = []  # (id, lo, hi]: own steps of each ancestor used by the path
-        tid, hi = traj_id, np.iinfo(np.int64).max
-        parent0, branch0 = int(created["parent"][where[0]]), int(created["branch_step"][where[0]])
-        while tid >= 0:
-            i = np.flatnonzero(created["id"] == tid)[0]
-            lo = int(created["branch_step"][i])
-            chain.append((tid, lo, hi))
-            hi = lo
-            tid = int(created["parent"][i])
-        parts = []
-        for tid, lo, hi in reversed(chain):
-            m = np.flatnonzero((steps["traj"] == tid) & (steps["step"] > lo) & (steps["step"] <= hi))
-            m = m[np.argsort(steps["step"][m], kind="stable")]
-            parts.append(m)
-        idx = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-        return Trajectory(traj_id, parent0, branch0, status, steps["step"][idx], steps["time"][idx],
-                          steps["score"][idx], steps["obs"][idx])
+        return Trajectory(traj_id, int(created["parent"][i]), int(created["branch_step"][i]),
+                          status, steps["step"][idx], steps["time"][idx], steps["score"][idx],
+                          steps["obs"][idx])
+
+    def trajectory_ids(self, replica: int = 0) -> np.ndarray:
+        """Every trajectory of a replica, in creation order."""
+        return self.record(replica).tables["created"]["id"].copy()
+
+    def weights(self, replica: int = 0) -> dict[str, np.ndarray]:
+        """The weighted ensemble of all trajectories (Lestang et al. 2018, §4): a trajectory
+        killed at iteration j weighs W_{j-1}/N, one of the final ensemble W_J/N (W_0 = 1).
+        Returns ``id``, ``log_weight`` (of the trajectory, i.e. including 1/N) and ``final``.
+        The weights sum to 1.  Only meaningful for a finished replica."""
+        created = self.record(replica).tables["created"]
+        it = self.record(replica).tables["iterations"]
+        n = int(np.sum(created["iteration"] == 0))
+        logw = np.concatenate([[0.0], np.asarray(it["log_weight"], dtype=np.float64)])
+        ids = created["id"]
+        out = np.full(ids.size, np.nan)
+        killed_at = {int(k): int(j) for k, j in zip(created["killed"], created["iteration"]) if k >= 0}
+        final = np.zeros(ids.size, dtype=bool)
+        for i, t in enumerate(ids):
+            j = killed_at.get(int(t))
+            if j is None:
+                final[i] = True
+                out[i] = logw[-1]
+            else:
+                out[i] = logw[j - 1]
+        return {"id": ids.copy(), "log_weight": out - np.log(n), "final": final}
+
+    def path_maxima(self, replica: int = 0, quantity: str = "score") -> np.ndarray:
+        """Per trajectory (creation order): the maximum of ``quantity`` (``score`` or an
+        observable's name) over its full path, NaN for a path without steps."""
+        col = self._column(replica, quantity)
+        out = np.full(self.trajectory_ids(replica).size, np.nan)
+        for i, t in enumerate(self.trajectory_ids(replica)):
+            rows = self._path_rows(int(t), replica)
+            if rows.size:
+                out[i] = col[rows].max()
+        return out
+
+    def _column(self, replica: int, quantity: str) -> np.ndarray:
+        steps = self.record(replica).tables["steps"]
+        if quantity == "score":
+            return steps["score"]
+        if quantity not in self.observables:
+            raise DatabaseError(f"{self.path}: no observable {quantity!r}; choose `score` or one "
+                                f"of {', '.join(self.observables)}.")
+        return steps["obs"][:, self.observables.index(quantity)]
+
+    def to_xarray(self):
+        """Every replica's trajectories (full paths), iterations and estimates as an
+        ``xarray.Dataset`` with CF names and units (needs the ``export`` extra)."""
+        from .export import to_xarray
+        return to_xarray(self)
 
     def ensemble(self, r: int = 0) -> np.ndarray:
         """Ids of the trajectories in the replica's current (or final) ensemble, by slot."""

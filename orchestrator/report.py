@@ -1,0 +1,212 @@
+"""``tams report``: the estimate across replicas, the cost, return times, PNG figures.
+
+Figures (matplotlib, Agg backend, no display needed) go to ``<db stem>.report/`` unless
+``--figures DIR`` says otherwise:
+
+* ``scores.png`` — the scores of replica 0's final ensemble against time, with the target;
+* ``levels.png`` — the level against the iteration, one line per replica;
+* ``estimates.png`` — every replica's estimate, their mean and 95 % confidence band (and a
+  reference value given with ``--reference P``);
+* ``first_passage.png`` — histogram of the first-passage times (first step with score >=
+  target) of the final ensembles' trajectories that reached the target;
+* ``return_times.png`` and ``return_times.csv`` with ``--return-times QUANTITY``.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .algorithm import Outcome
+from .stats import summarize
+
+TIME = "time (model time units)"
+
+
+def _fmt(p: float) -> str:
+    return "—" if p is None or not math.isfinite(p) else f"{p:.4g}"
+
+
+def _settings(db) -> dict:
+    cfg = yaml.safe_load(db.config_yaml)
+    return {"n": int(cfg["tams"]["trajectories"]), "k": int(cfg["tams"].get("kill_per_iteration", 1)),
+            "target": float(cfg["score"]["target"]), "horizon": float(cfg["tams"]["horizon"])}
+
+
+def text_report(db, reference: float | None = None) -> str:
+    st = _settings(db)
+    reps = db.replicas()
+    finished = [v for v in reps if v.outcome != 0]
+    out = [f"campaign {db.name} (seed {db.seed}), {len(finished)}/{len(reps)} replicas finished"]
+    for v in reps:
+        note = "" if v.outcome in (0, 1) else f"  ({v.outcome.name.lower()})"
+        out.append(f"  replica {v.index:4d}: p = {_fmt(v.estimate) if v.outcome else 'running':>10}"
+                   f"  iterations {v.iterations:5d}  model steps {v.model_steps}{note}")
+    s = summarize([v.estimate for v in finished])
+    if s.n >= 2:
+        out.append(f"estimate: p = {s.mean:.4g} ± {s.stderr:.2g} (standard error), 95 % CI "
+                   f"[{s.ci_low:.4g}, {s.ci_high:.4g}], {s.n} replicas; relative std of one run "
+                   f"{s.rel_std:.2f}")
+    elif s.n == 1:
+        out.append(f"estimate: p = {s.mean:.4g} (one replica: no confidence interval; set "
+                   "replicas >= 2)")
+    if s.n >= 1 and s.mean > 0:
+        ideal = math.sqrt(-math.log(s.mean) / st["n"]) if s.mean < 1 else 0.0
+        out.append(f"relative error of one run: ideal AMS sqrt(-log p / N) = {ideal:.2f} "
+                   f"(N = {st['n']}), observed across replicas "
+                   f"{_fmt(s.rel_std) if s.n >= 2 else '— (one replica)'}")
+    if reference is not None and s.n >= 2:
+        inside = s.ci_low <= reference <= s.ci_high
+        out.append(f"reference p = {reference:.4g}: {'inside' if inside else 'OUTSIDE'} the 95 % CI "
+                   f"({(s.mean - reference) / s.stderr:+.1f} standard errors)")
+    steps = sum(v.model_steps for v in reps)
+    model_s = sum(v.wall_time for v in reps)
+    out.append(f"cost: {sum(v.iterations for v in reps)} iterations, {steps} model steps, "
+               f"{sum(v.segments for v in reps)} segments; model hours {model_s / 3600:.3g} h "
+               f"(sum of segment wall times, {model_s:.1f} s); driver wall time "
+               f"{db.wall_time():.1f} s")
+    return "\n".join(out)
+
+
+def first_passage_times(db, r: int, target: float) -> np.ndarray:
+    """Time of the first step with score >= target, for each trajectory of the final ensemble
+    of replica ``r`` that reached it."""
+    times = []
+    for t in db.ensemble(r):
+        tr = db.trajectory(int(t), r)
+        hit = np.flatnonzero(tr.scores >= target)
+        if hit.size:
+            times.append(tr.times[hit[0]])
+    return np.array(times, dtype=np.float64)
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def make_figures(db, folder: Path, reference: float | None = None) -> list[Path]:
+    plt = _plt()
+    folder.mkdir(parents=True, exist_ok=True)
+    st = _settings(db)
+    reps = db.replicas()
+    paths = []
+
+    def save(fig, name):
+        p = folder / name
+        fig.tight_layout()
+        fig.savefig(p, dpi=90)
+        plt.close(fig)
+        paths.append(p)
+
+    # (a) final ensemble of replica 0
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ens = db.ensemble(0)
+    for i, t in enumerate(ens):
+        tr = db.trajectory(int(t), 0)
+        ax.plot(tr.times, tr.scores, lw=0.7, alpha=0.7, color=plt.cm.viridis(i / max(1, len(ens) - 1)))
+    ax.axhline(st["target"], color="red", ls="--", lw=1.5, label=f"target {st['target']:g}")
+    ax.set_xlabel(TIME)
+    ax.set_ylabel("score (dimensionless)")
+    v0 = reps[0]
+    ax.set_title(f"Final ensemble of replica 0: {len(ens)} trajectories, "
+                 f"{v0.n_reached} reached the target")
+    ax.legend(loc="lower right")
+    save(fig, "scores.png")
+
+    # (b) level against iteration
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for v in reps:
+        it = db.iterations(v.index)
+        ax.plot(it["iteration"], it["level"], lw=1, label=f"replica {v.index}" if len(reps) <= 10 else None)
+    ax.axhline(st["target"], color="red", ls="--", lw=1.5, label=f"target {st['target']:g}")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("level z_j (score, dimensionless)")
+    ax.set_title(f"Level against iteration, {len(reps)} replicas (N = {st['n']}, k = {st['k']})")
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    save(fig, "levels.png")
+
+    # (c) estimates with mean and CI band
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fin = [v for v in reps if v.outcome != 0]
+    s = summarize([v.estimate for v in fin])
+    ax.plot([v.index for v in fin], [v.estimate for v in fin], "o", label="replica estimate")
+    if s.n >= 1:
+        ax.axhline(s.mean, color="k", lw=1.5, label=f"mean {s.mean:.3g}")
+    if s.n >= 2:
+        ax.axhspan(s.ci_low, s.ci_high, color="k", alpha=0.15,
+                   label=f"95 % CI [{s.ci_low:.3g}, {s.ci_high:.3g}]")
+    if reference is not None:
+        ax.axhline(reference, color="red", ls="--", lw=1.5, label=f"reference {reference:.3g}")
+    ax.set_xlabel("replica")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylabel("estimate of p (probability)")
+    ax.set_title(f"Estimates of p = P(score reaches {st['target']:g} before T = {st['horizon']:g})")
+    ax.legend(fontsize=8)
+    save(fig, "estimates.png")
+
+    # (d) first-passage times
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fpt = np.concatenate([first_passage_times(db, v.index, st["target"]) for v in fin]) if fin \
+        else np.zeros(0)
+    if fpt.size:
+        ax.hist(fpt, bins=min(40, max(5, int(np.sqrt(fpt.size)))), color="tab:blue",
+                edgecolor="white", label=f"{fpt.size} trajectories (final ensembles)")
+        ax.axvline(float(np.median(fpt)), color="k", ls=":", label=f"median {np.median(fpt):.3g}")
+        ax.legend(fontsize=8)
+    ax.set_xlim(0, st["horizon"])
+    ax.set_xlabel(f"first-passage {TIME}")
+    ax.set_ylabel("number of trajectories")
+    ax.set_title("First-passage times to the target, final ensembles of all replicas")
+    save(fig, "first_passage.png")
+    return paths
+
+
+def return_time_figure(rt, folder: Path) -> Path:
+    plt = _plt()
+    folder.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    r = rt.r
+    lo = np.where(np.isfinite(rt.r_low), r - rt.r_low, 0)
+    hi = np.where(np.isfinite(rt.r_high), rt.r_high - r, 0)
+    ax.errorbar(rt.amplitudes, r, yerr=[lo, hi], fmt="o-", capsize=3,
+                label=f"TAMS, {rt.p_replicas.shape[0]} replicas (95 % CI)")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"amplitude a of max({rt.quantity}) ({rt.units})")
+    ax.set_ylabel("return time r(a) (model time units)")
+    ax.set_title(f"Return times, r(a) = -T / log(1 - p(a)), T = {rt.window:g}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    p = folder / "return_times.png"
+    fig.savefig(p, dpi=90)
+    plt.close(fig)
+    (folder / "return_times.csv").write_text(rt.csv())
+    return p
+
+
+def report(path, figures: bool | str | Path = False, reference: float | None = None,
+           return_times_of: str | None = None) -> int:
+    from .database import Database
+    with Database(path) as db:
+        print(text_report(db, reference))
+        folder = None
+        if figures:
+            folder = Path(path).with_suffix(".report") if figures is True else Path(figures)
+        rt = None
+        if return_times_of:
+            from .returntimes import return_times
+            if not any(v.outcome != Outcome.RUNNING for v in db.replicas()):
+                print("return times: no replica has finished yet")
+            else:
+                rt = return_times(db, return_times_of)
+                print(rt.table())
+        if folder is not None:
+            made = make_figures(db, folder, reference)
+            if rt is not None:
+                made.append(return_time_figure(rt, folder))
+            print(f"figures: {', '.join(str(p) for p in made)}")
+    return 0
