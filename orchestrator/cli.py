@@ -220,6 +220,11 @@ def cmd_check(args) -> int:
     return check(args.campaign)
 
 
+def _cmd_check_db(args) -> int:
+    from .checkdb import cmd_check_db
+    return cmd_check_db(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tams", description="TAMS rare-event estimation over "
                                      "external forward models.")
@@ -253,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("check", help="validate a campaign and run one short segment")
     p.add_argument("campaign")
     p.set_defaults(fn=cmd_check)
+    p = sub.add_parser("check-db", help="check a database's internal consistency (exit 0 if "
+                       "consistent, 2 with one line per problem)")
+    p.add_argument("database")
+    p.set_defaults(fn=_cmd_check_db)
     args = parser.parse_args(argv)
     old = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
