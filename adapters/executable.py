@@ -36,6 +36,9 @@ _PLACEHOLDERS = ("executable", "request", "request_json", "workdir", "state_in",
 
 
 class ExecutableModelConfig(ModelSection):
+    """`adapter: executable` — a legacy program run once per segment through the file
+    protocol (docs/protocol.md)."""
+
     adapter: Literal["executable"] = Field(description="`executable`.")
     executable: str = Field(description="The model program: a path (relative to the YAML) or a "
                             "name found on PATH.")
@@ -43,7 +46,8 @@ class ExecutableModelConfig(ModelSection):
         default_factory=lambda: ["{executable}", "{request}"],
         description="Command-line template, one list item per argument. Placeholders: "
         "{executable}, {request} (path of request.nml), {request_json}, {workdir}, {state_in}, "
-        "{step0}, {n_steps}, {seed}.")
+        "{step0}, {n_steps}, {seed}.",
+        json_schema_extra={"doc_default": '`["{executable}", "{request}"]`'})
     launcher: Literal["local"] = Field("local", description="How the command is started: `local` "
                                        "(a subprocess in its own process group).")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables "
