@@ -26,7 +26,7 @@ from .algorithm import Outcome
 from .config import LoadedCampaign
 from .database import Writer
 from .errors import CampaignFailed, ConfigError, DatabaseError
-from .execution import Executor, lost_worker
+from .execution import Executor, executor_failed, lost_worker
 from .imports import ImportPathError
 from .model import ModelRunError
 from .registry import adapter_class
@@ -176,6 +176,10 @@ class Driver:
                                             task.request.workdir, type(exc).__name__)
                                 submit(task, attempt, lost + 1)
                                 continue
+                            if executor_failed(exc):  # Parsl gave up: the blocks cannot start
+                                if failure is None:
+                                    failure = exc
+                                continue
                             err = exc if isinstance(exc, ModelRunError) else ModelRunError(
                                 f"segment {task.request.workdir}: {type(exc).__name__}: {exc}",
                                 task.request.workdir)
@@ -203,6 +207,12 @@ class Driver:
                         self._collect_garbage(replicas, delete=keep_live)
                     if self.on_progress:
                         self.on_progress(Progress(replicas, len(pending), now - t_start))
+            if failure is not None and executor_failed(failure):
+                raise CampaignFailed(
+                    f"the workers could not be started ({self.loaded.campaign.runner.kind}): "
+                    f"{' '.join(str(failure).split())[:600]} — see {self.run_dir / 'parsl'} for "
+                    f"the block logs; the database {self.db_path} is consistent; fix the cause "
+                    f"and run `tams run {self.loaded.path}` again to resume.")
             if failure is not None:
                 raise CampaignFailed(
                     f"the model failed after {retries + 1} attempt(s): {failure} — the database "

@@ -188,6 +188,10 @@ class SlurmSection(Strict):
     launcher: Literal["srun", "single"] = Field(
         "srun", description="How a block starts its worker pools: `srun` (one per node, the "
         "default) or `single` (directly in the batch script; one node only).")
+    poll_interval: float = Field(
+        10.0, description="Seconds between the driver's `squeue` polls: a block that ended "
+        "(walltime, `scancel`) is noticed and replaced within about this time. Parsl's own "
+        "default is 60; stay >= 10 on a shared cluster.")
     exclusive: bool = Field(True, description="Request whole nodes (`#SBATCH --exclusive`).")
     address: str | None = Field(
         None, description="Address the workers connect back to (the driver's interchange). "
@@ -223,7 +227,7 @@ class SlurmSection(Strict):
             raise ValueError("must be an integer >= 1, or null for runner.workers")
         return v
 
-    @field_validator("cores_per_worker")
+    @field_validator("cores_per_worker", "poll_interval")
     @classmethod
     def _cpw(cls, v: float) -> float:
         if not (v > 0 and math.isfinite(v)):

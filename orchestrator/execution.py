@@ -69,10 +69,10 @@ def parsl_config(runner: RunnerSection, run_dir: Path):
                          heartbeat_period=5, heartbeat_threshold=30)
     elif runner.kind == "slurm":
         from parsl.launchers import SimpleLauncher, SrunLauncher
-        from parsl.providers import SlurmProvider
         sl = runner.slurm
         worker_init = default_worker_init() if sl.worker_init is None else sl.worker_init
-        provider = SlurmProvider(
+        provider = _slurm_provider_class()(
+            poll_interval=sl.poll_interval,
             partition=sl.partition, account=sl.account, qos=sl.qos, walltime=sl.walltime,
             nodes_per_block=sl.nodes_per_block, init_blocks=sl.init_blocks,
             min_blocks=sl.min_blocks, max_blocks=sl.max_blocks,
@@ -86,7 +86,8 @@ def parsl_config(runner: RunnerSection, run_dir: Path):
         executor = _htex(runner, run_dir, provider, sl.workers_per_node or runner.workers, python,
                          cores_per_worker=sl.cores_per_worker,
                          # a lost block's segments fail (ManagerLost) within ~10 s and are re-run
-                         heartbeat_period=2, heartbeat_threshold=10)
+                         heartbeat_period=2, heartbeat_threshold=10,
+                         block_error_handler=BlockErrors())
         # the scaling strategy replaces a block that ended (min_blocks) and adds blocks while
         # segments wait (max_blocks); "none" would never start a replacement
         strategy, period = "htex_auto_scale", 1.0
@@ -95,6 +96,57 @@ def parsl_config(runner: RunnerSection, run_dir: Path):
     return Config(executors=[executor], run_dir=str(run_dir / "parsl"), strategy=strategy,
                   strategy_period=period, max_idletime=3600.0,
                   initialize_logging=False, usage_tracking=0)
+
+
+def _slurm_provider_class():
+    from parsl.providers import SlurmProvider
+
+    class Provider(SlurmProvider):
+        """Parsl's SlurmProvider polls `squeue` every 60 s, so an ended block would be noticed
+        (and replaced) up to a minute late; poll every ``poll_interval`` seconds instead."""
+
+        def __init__(self, *args, poll_interval: float = 60.0, **kw):
+            super().__init__(*args, **kw)
+            self._poll_interval = poll_interval
+
+        @property
+        def status_polling_interval(self):
+            return self._poll_interval
+
+    return Provider
+
+
+class BlockErrors:
+    """When to give up on Slurm blocks.
+
+    Parsl's default handler gives up (every segment fails with BadStateException) as soon as
+    every block has ended without a connected worker pool — which is also what a block that
+    was cancelled or reached its walltime looks like (HTEX marks it MISSING).  Give up only
+    when the last ``threshold`` blocks all ended without ever connecting a worker pool: the
+    blocks cannot start (wrong partition, account, worker_init), not merely ended."""
+
+    def __init__(self, threshold: int = 3):
+        self.threshold = threshold
+        self.connected: set[str] = set()
+
+    def __call__(self, executor, status) -> None:
+        from parsl.jobs.error_handlers import _get_error
+        from parsl.jobs.states import JobState
+        try:
+            self.connected.update(str(b) for b in executor.connected_blocks())
+        except Exception:  # pragma: no cover - the interchange is going away
+            return
+        recent = sorted(status, key=lambda b: int(b) if str(b).isdigit() else -1)[-self.threshold:]
+        if len(recent) == self.threshold and all(
+                status[b].state in (JobState.FAILED, JobState.MISSING)
+                and str(b) not in self.connected for b in recent):
+            executor.set_bad_state_and_fail_all(_get_error({b: status[b] for b in recent}))
+
+
+def executor_failed(exc: BaseException) -> bool:
+    """True when Parsl gave up on the executor (blocks cannot start): no retry can help."""
+    from parsl.executors.errors import BadStateException
+    return isinstance(exc, BadStateException)
 
 
 def lost_worker(exc: BaseException) -> bool:
