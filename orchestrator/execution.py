@@ -38,6 +38,24 @@ def default_worker_init() -> str:
     return f"source {activate}" if sys.prefix != sys.base_prefix and activate.exists() else ""
 
 
+# The interchange, started so that it dies with the driver: Parsl starts it as a plain child
+# process, and a driver killed by SIGKILL (OOM killer, `kill -9`, a node going down) would
+# leave it running — and the workers connected to it, i.e. Slurm blocks, alive until their
+# walltime.  With PR_SET_PDEATHSIG the kernel kills it when the driver dies; the workers then
+# miss its heartbeats and exit, and their block ends.
+_INTERCHANGE = """\
+import ctypes, os, runpy, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+except Exception:
+    pass
+if os.getppid() != int(sys.argv[1]):  # the driver died before prctl
+    sys.exit(0)
+del sys.argv[1:]
+runpy.run_module("parsl.executors.high_throughput.interchange", run_name="__main__", alter_sys=True)
+"""
+
+
 def _htex(runner: RunnerSection, run_dir: Path, provider, workers: int, python: str, **kw):
     from parsl.executors import HighThroughputExecutor
     from parsl.executors.high_throughput import executor as htex
@@ -47,7 +65,7 @@ def _htex(runner: RunnerSection, run_dir: Path, provider, workers: int, python: 
         "process_worker_pool.py", f"{python} -m parsl.executors.high_throughput.process_worker_pool", 1)
     return HighThroughputExecutor(
         launch_cmd=launch,
-        interchange_launch_cmd=[sys.executable, "-m", "parsl.executors.high_throughput.interchange"],
+        interchange_launch_cmd=[sys.executable, "-c", _INTERCHANGE, str(os.getpid())],
         label="tams", address=_address(runner), loopback_address="127.0.0.1",
         max_workers_per_node=workers, worker_logdir_root=str(run_dir / "parsl"),
         encrypted=False, poll_period=1, provider=provider, **kw)

@@ -63,11 +63,23 @@ def our_jobs(tmp_path: Path) -> list[str]:
     return [ln.split("|")[0] for ln in out.splitlines() if str(tmp_path) in ln]
 
 
-def parsl_processes() -> set[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return {ln.strip() for ln in out.splitlines()
-            if ("process_worker_pool" in ln or "high_throughput.interchange" in ln)
-            and "ps -eo" not in ln}
+def parsl_processes(tmp_path: Path, driver_pid: int) -> set[str]:
+    """Our Parsl processes: worker pools logging under tmp_path, and the interchange (a child
+    of the driver until the driver dies; Parsl renames it `parsl: HTEX interchange`).  Other
+    campaigns on the machine are not counted."""
+    out = subprocess.run(["ps", "-ww", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
+    found = set()
+    for ln in out.splitlines()[1:]:
+        pid, ppid, args = ln.split(None, 2)
+        if "process_worker_pool" in args and str(tmp_path) in args:
+            found.add(f"{pid} {args}")
+        elif "interchange" in args and (int(ppid) == driver_pid or pid in INTERCHANGES):
+            INTERCHANGES.add(pid)
+            found.add(f"{pid} {args}")
+    return found
+
+
+INTERCHANGES: set[str] = set()  # pids of our interchanges seen so far
 
 
 def slurm_jobs_of(db: Path) -> tuple[set[str], set[str]]:
@@ -92,6 +104,20 @@ def assert_real_jobs(jobs: set[str], log: Path | None) -> None:
     for j in jobs:  # completed jobs stay visible for MinJobAge (300 s)
         res = subprocess.run(["scontrol", "show", "job", j], capture_output=True, text=True)
         assert res.returncode == 0 and f"JobId={j}" in res.stdout, res.stderr
+
+
+def stop(proc, tmp_path: Path) -> None:
+    """After a failed test: stop the driver the way a user would (SIGTERM: it cancels its
+    block), else kill it and cancel its block here, so the next test gets the node."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for job in our_jobs(tmp_path):
+        subprocess.run(["scancel", job])
 
 
 def wait_segments(db: Path, proc, n: int, timeout: float = 120) -> None:
@@ -138,7 +164,7 @@ def test_scancel_block_mid_campaign(cluster, reference, tmp_path):
         subprocess.run(["scancel", jobs[0]], check=True)
         out, err = proc.communicate(timeout=240)
     finally:
-        proc.kill()
+        stop(proc, tmp_path)
     assert proc.returncode == 0, err
     assert "lost with its worker" in err  # segments were running when the block went
     assert_same(reference, digest(db))
@@ -155,23 +181,25 @@ def test_scancel_block_mid_campaign(cluster, reference, tmp_path):
 def test_signal_cancels_blocks_and_resumes(cluster, reference, tmp_path, sig):
     path = write_campaign(tmp_path, **SLURM)
     db = tmp_path / "camp.h5"
-    before = parsl_processes()
     proc = subprocess.Popen(CLI + ["run", str(path), "-q"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_segments(db, proc, 5)
         assert len(our_jobs(tmp_path)) == 1 and proc.poll() is None
+        running = parsl_processes(tmp_path, proc.pid)
+        assert any("interchange" in p for p in running) and any(
+            "process_worker_pool" in p for p in running), running
         proc.send_signal(sig)
         t0 = time.monotonic()
         out, err = proc.communicate(timeout=30)
     finally:
-        proc.kill()
+        stop(proc, tmp_path)
     assert proc.returncode == (143 if sig == signal.SIGTERM else 130), err
     assert "Traceback" not in err and "resume" in err
-    while time.monotonic() - t0 < 30 and (our_jobs(tmp_path) or parsl_processes() - before):
+    while time.monotonic() - t0 < 30 and (our_jobs(tmp_path) or parsl_processes(tmp_path, proc.pid)):
         time.sleep(0.2)
     assert our_jobs(tmp_path) == [], "the Slurm block outlived the driver"
-    assert parsl_processes() - before == set(), "Parsl processes outlived the driver"
+    assert parsl_processes(tmp_path, proc.pid) == set(), "Parsl processes outlived the driver"
     with Database(db) as d:
         assert not all(v.outcome != 0 for v in d.replicas()), "the run ended before the signal"
     res = subprocess.run(CLI + ["run", str(path), "-q"], cwd=tmp_path, capture_output=True,
