@@ -209,3 +209,15 @@ def test_signal_cancels_blocks_and_resumes(cluster, reference, tmp_path, sig):
     jobs, _ = slurm_jobs_of(db)
     assert len(jobs) == 2  # the interrupted run's block and the resumed run's
     assert_real_jobs(jobs, cluster)
+
+
+def test_blocks_that_cannot_start_stop_the_campaign(cluster, tmp_path):
+    """A block Slurm refuses (a partition that does not exist) stops the run with one line
+    naming Slurm's reason, instead of waiting for workers forever."""
+    path = write_campaign(tmp_path, runner__slurm__partition="nosuch", **SLURM)
+    res = subprocess.run(CLI + ["run", str(path), "-q"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 3, res.stderr
+    assert "workers could not be started" in res.stderr and "partition" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert our_jobs(tmp_path) == []
