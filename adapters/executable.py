@@ -38,6 +38,9 @@ _PLACEHOLDERS = ("executable", "request", "request_json", "workdir", "state_in",
 
 
 class ExecutableModelConfig(ModelSection):
+    """`adapter: executable` — a legacy program run once per segment through the file
+    protocol (docs/protocol.md)."""
+
     adapter: Literal["executable"] = Field(description="`executable`.")
     executable: str = Field(description="The model program: a path (relative to the YAML) or a "
                             "name found on PATH; with a container launcher, a path or name "

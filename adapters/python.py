@@ -46,6 +46,12 @@ class PythonModelConfig(ModelSection):
         return v
 
 
+def _provenance() -> Provenance:
+    """This worker's host, pid and Slurm job (empty outside Slurm)."""
+    return Provenance(socket.gethostname(), os.getpid(),
+                      slurm_job_id=os.environ.get("SLURM_JOB_ID", ""), launcher="python")
+
+
 def _identity(state):
     return state
 
@@ -132,8 +138,7 @@ class PythonModel(ForwardModel):
             return None
         steps = np.arange(request.step0 + 1, request.step0 + request.n_steps + 1, dtype=np.int64)
         return SegmentResult(steps, obs, self._checkpoints(request, states_path),
-                             provenance=Provenance(socket.gethostname(), os.getpid(),
-                                                   launcher="python"), reused=True)
+                             provenance=_provenance(), reused=True)
 
     def run_segment(self, request: SegmentRequest) -> SegmentResult:
         wall0 = time.perf_counter()
@@ -185,5 +190,4 @@ class PythonModel(ForwardModel):
         steps = np.arange(s0 + 1, s0 + n + 1, dtype=np.int64)
         return SegmentResult(steps, obs, self._checkpoints(request, states_path),
                              wall_time=time.perf_counter() - wall0, model_time=model_time,
-                             provenance=Provenance(socket.gethostname(), os.getpid(),
-                                                   launcher="python"))
+                             provenance=_provenance())

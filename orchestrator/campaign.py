@@ -3,7 +3,8 @@
 One thread, one loop: submit every segment whose inputs exist, wait for any to finish, hand
 it to its replica, submit what that unlocks, commit to the database every
 ``commit_interval`` seconds.  Replicas never wait for each other.  A segment that fails is
-retried ``runner.retries`` times; after that no new segment is submitted, the ones in
+retried ``runner.retries`` times (one lost with its worker — a Slurm block cancelled — is
+re-run without counting, up to ``LOST_LIMIT`` times); after that no new segment is submitted, the ones in
 flight are ingested, the database is committed and :class:`CampaignFailed` is raised —
 ``tams run`` then resumes once the cause is fixed.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -24,12 +26,17 @@ from .algorithm import Outcome
 from .config import LoadedCampaign
 from .database import Writer
 from .errors import CampaignFailed, ConfigError, DatabaseError
-from .execution import Executor
+from .execution import Executor, executor_failed, lost_worker
 from .imports import ImportPathError
 from .model import ModelRunError
 from .registry import adapter_class
 from .replica import Replica, Settings, Task
 from .scoring import ScoreError, Scorer
+
+log = logging.getLogger(__name__)
+
+# a segment lost with its worker (block cancelled, node lost) is re-run at most this many times
+LOST_LIMIT = 10
 
 
 def campaign_identity(loaded: LoadedCampaign) -> dict:
@@ -149,21 +156,31 @@ class Driver:
             with Executor(self.loaded.campaign.runner, self.run_dir) as ex:
                 pending = {}
 
-                def submit(task: Task, attempt: int = 1):
+                def submit(task: Task, attempt: int = 1, lost: int = 0):
                     fut = ex.submit(spec, task.request, collect=attempt == 1)
-                    pending[fut] = (task, attempt)
+                    pending[fut] = (task, attempt, lost)
 
                 for task in tasks:
                     submit(task)
                 while pending:
                     done, _ = wait(list(pending), timeout=0.2, return_when=FIRST_COMPLETED)
                     for fut in done:
-                        task, attempt = pending.pop(fut)
+                        task, attempt, lost = pending.pop(fut)
                         rep = replicas[task.replica]
                         try:
                             res = fut.result()
                             rep.validate(task.request, res)
                         except Exception as exc:  # model failure, worker lost, ...
+                            if lost_worker(exc) and lost < LOST_LIMIT and failure is None:
+                                # not the model's fault: run it again, not counted as a retry
+                                log.warning("segment %s lost with its worker (%s); re-running it",
+                                            task.request.workdir, type(exc).__name__)
+                                submit(task, attempt, lost + 1)
+                                continue
+                            if executor_failed(exc):  # Parsl gave up: the blocks cannot start
+                                if failure is None:
+                                    failure = exc
+                                continue
                             err = exc if isinstance(exc, ModelRunError) else ModelRunError(
                                 f"segment {task.request.workdir}: {type(exc).__name__}: {exc}",
                                 task.request.workdir)
@@ -194,6 +211,12 @@ class Driver:
                             db.set_state_bytes(_dir_bytes(self.run_dir))
                     if self.on_progress:
                         self.on_progress(Progress(replicas, len(pending), now - t_start))
+            if failure is not None and executor_failed(failure):
+                raise CampaignFailed(
+                    f"the workers could not be started ({self.loaded.campaign.runner.kind}): "
+                    f"{' '.join(str(failure).split())[:600]} — see {self.run_dir / 'parsl'} for "
+                    f"the block logs; the database {self.db_path} is consistent; fix the cause "
+                    f"and run `tams run {self.loaded.path}` again to resume.")
             if failure is not None:
                 raise CampaignFailed(
                     f"the model failed after {retries + 1} attempt(s): {failure} — the database "

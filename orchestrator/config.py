@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, Union, get_args
 
@@ -145,20 +146,138 @@ class TamsSection(Strict):
         return v
 
 
+_WALLTIME = re.compile(r"^(\d+-)?\d{1,3}:\d{2}:\d{2}$")
+
+
+class SlurmSection(Strict):
+    """Slurm blocks for `runner.kind: slurm` (Parsl HighThroughputExecutor + SlurmProvider).
+    A *block* is one batch job holding `nodes_per_block` nodes, each running one Parsl worker
+    pool of `workers_per_node` workers; the driver submits, replaces and cancels blocks
+    itself (docs/hpc.md).  Ignored unless `runner.kind` is `slurm`."""
+
+    partition: str | None = Field(None, description="Slurm partition (`#SBATCH --partition`); "
+                                  "null: the cluster's default partition.")
+    account: str | None = Field(None, description="Slurm account charged for the blocks "
+                                "(`#SBATCH --account`); null: your default account.")
+    qos: str | None = Field(None, description="Slurm quality of service (`#SBATCH --qos`); "
+                            "null: the default.")
+    walltime: str = Field("01:00:00", description="Wall-clock limit of each block, "
+                          "`HH:MM:SS` or `D-HH:MM:SS`. A block that reaches it is replaced by "
+                          "a new one and its segments are re-run (docs/hpc.md).")
+    nodes_per_block: int = Field(1, description="Nodes per block (one Parsl worker pool per "
+                                 "node).")
+    workers_per_node: int | None = Field(
+        None, description="Segments run at the same time on each node; null: `runner.workers`.")
+    cores_per_worker: float = Field(1.0, description="Cores each worker (segment) is given; "
+                                    "with `workers_per_node: null` Parsl also caps the workers "
+                                    "per node at cores / cores_per_worker.")
+    init_blocks: int = Field(1, description="Blocks submitted when the run starts.")
+    min_blocks: int = Field(1, description="Blocks kept alive: a block that ends (walltime, "
+                            "`scancel`, node failure) is replaced while fewer are running.")
+    max_blocks: int = Field(1, description="Most blocks at once; more are submitted while "
+                            "segments are waiting.")
+    scheduler_options: str = Field("", description="Extra lines for the batch script, e.g. "
+                                   "`\"#SBATCH --mem=4G\\n#SBATCH --constraint=cpu\"`.")
+    worker_init: str | None = Field(
+        None, description="Shell commands run in each block before its workers start (module "
+        "loads, environment activation). null: activate the driver's own virtual environment "
+        "(`<sys.prefix>/bin/activate`), so workers import the same project and use the "
+        "driver's Python; a custom value must put a Python with this project on PATH as "
+        "`python3`.",
+        json_schema_extra={"doc_default": "activate the driver's virtual environment"})
+    launcher: Literal["srun", "single"] = Field(
+        "srun", description="How a block starts its worker pools: `srun` (one per node, the "
+        "default) or `single` (directly in the batch script; one node only).")
+    poll_interval: float = Field(
+        10.0, description="Seconds between the driver's `squeue` polls: a block that ended "
+        "(walltime, `scancel`) is noticed and replaced within about this time. Parsl's own "
+        "default is 60; stay >= 10 on a shared cluster.")
+    exclusive: bool = Field(True, description="Request whole nodes (`#SBATCH --exclusive`).")
+    address: str | None = Field(
+        None, description="Address the workers connect back to (the driver's interchange). "
+        "null: `runner.address` (loopback: driver and blocks on one host). On a real cluster "
+        "give the login node's address on the compute network, `hostname` (the address the "
+        "driver's host name resolves to) or `interface:NAME` (e.g. `interface:ib0`).")
+
+    @field_validator("walltime")
+    @classmethod
+    def _walltime(cls, v: str) -> str:
+        if not _WALLTIME.match(v):
+            raise ValueError("must be HH:MM:SS or D-HH:MM:SS, e.g. '02:00:00'")
+        return v
+
+    @field_validator("nodes_per_block", "max_blocks")
+    @classmethod
+    def _pos(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be an integer >= 1")
+        return v
+
+    @field_validator("init_blocks", "min_blocks")
+    @classmethod
+    def _nonneg(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be an integer >= 0")
+        return v
+
+    @field_validator("workers_per_node")
+    @classmethod
+    def _wpn(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("must be an integer >= 1, or null for runner.workers")
+        return v
+
+    @field_validator("cores_per_worker", "poll_interval")
+    @classmethod
+    def _cpw(cls, v: float) -> float:
+        if not (v > 0 and math.isfinite(v)):
+            raise ValueError("must be a number > 0")
+        return v
+
+    @field_validator("max_blocks")
+    @classmethod
+    def _max_ge(cls, v: int, info: ValidationInfo) -> int:
+        lo = max(info.data.get("init_blocks") or 0, info.data.get("min_blocks") or 0)
+        if v < lo:
+            raise ValueError(f"must be at least init_blocks and min_blocks ({lo})")
+        return v
+
+    @field_validator("launcher")
+    @classmethod
+    def _launcher(cls, v: str, info: ValidationInfo) -> str:
+        if v == "single" and (info.data.get("nodes_per_block") or 1) > 1:
+            raise ValueError("`single` starts one worker pool, so it needs nodes_per_block: 1; "
+                             "use `srun`")
+        return v
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is not None and (not v or (v.startswith("interface:") and len(v) == 10)):
+            raise ValueError("must be an address, `hostname` or `interface:NAME`")
+        return v
+
+
 class RunnerSection(Strict):
     """Where and how many segments run at once (Parsl).  Never changes the results."""
 
-    kind: Literal["threads", "processes"] = Field(
-        "threads", description="`threads` (Parsl ThreadPoolExecutor, default) or `processes` "
-        "(Parsl HighThroughputExecutor on this machine, bound to loopback).")
+    kind: Literal["threads", "processes", "slurm"] = Field(
+        "threads", description="`threads` (Parsl ThreadPoolExecutor, default), `processes` "
+        "(Parsl HighThroughputExecutor on this machine, bound to loopback) or `slurm` "
+        "(HighThroughputExecutor whose workers run in Slurm batch jobs; section `runner.slurm`).")
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1,
                          description="Segments run at the same time (default: the number of cores).",
                          json_schema_extra={"doc_default": "the number of cores"})
-    retries: int = Field(1, description="Times a failed segment is re-run before the campaign stops.")
+    retries: int = Field(1, description="Times a segment whose model failed is re-run before "
+                         "the campaign stops. A segment lost with its worker (a Slurm block "
+                         "cancelled, a node lost) is re-run without counting here.")
     segment_timeout: float | None = Field(
         None, description="Seconds after which a segment is killed (whole process group); null: none.")
     address: str = Field("127.0.0.1", description="Address Parsl's interchange binds to "
-                         "(`processes`); loopback unless workers run elsewhere.")
+                         "(`processes`, `slurm`); loopback unless workers run elsewhere.")
+    slurm: SlurmSection = Field(default_factory=SlurmSection,
+                                description="Slurm blocks for `kind: slurm` (section "
+                                "`runner.slurm`).")
 
     @field_validator("workers")
     @classmethod
@@ -204,8 +323,8 @@ class Campaign(Strict):
     score: ScoreSection = Field(description="The score function and target (section `score`).")
     tams: TamsSection = Field(description="The TAMS settings: N, k, horizon (section `tams`).")
     runner: RunnerSection = Field(default_factory=RunnerSection,
-                                  description="Execution: threads or processes, workers, retries "
-                                  "(section `runner`).")
+                                  description="Execution: threads, processes or Slurm, workers, "
+                                  "retries (section `runner`).")
     database: DatabaseSection = Field(default_factory=DatabaseSection,
                                       description="Where results and states are stored (section "
                                       "`database`).")

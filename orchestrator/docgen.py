@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from .config import (Campaign, DatabaseSection, ModelSection, Observable, RunnerSection,
-                     ScoreSection, TamsSection)
+                     ScoreSection, SlurmSection, TamsSection)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "configs" / "doublewell2d.yaml"
 
@@ -28,6 +28,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("score", ScoreSection),
     ("tams", TamsSection),
     ("runner", RunnerSection),
+    ("runner.slurm", SlurmSection),
     ("database", DatabaseSection),
 ]
 

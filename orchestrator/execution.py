@@ -20,33 +20,161 @@ from .worker import run_segment, shutdown_models
 log = logging.getLogger(__name__)
 
 
+def _address(runner: RunnerSection) -> str:
+    """The address workers connect back to (``runner.slurm.address``, else ``runner.address``)."""
+    addr = runner.slurm.address if runner.kind == "slurm" and runner.slurm.address else runner.address
+    if addr == "hostname":
+        from parsl.addresses import address_by_hostname
+        return address_by_hostname()
+    if addr.startswith("interface:"):
+        from parsl.addresses import address_by_interface
+        return address_by_interface(addr[len("interface:"):])
+    return addr
+
+
+def default_worker_init() -> str:
+    """Activate the driver's own virtual environment (if it runs in one) in every block."""
+    activate = Path(sys.prefix, "bin", "activate")
+    return f"source {activate}" if sys.prefix != sys.base_prefix and activate.exists() else ""
+
+
+# The interchange, started so that it dies with the driver: Parsl starts it as a plain child
+# process, and a driver killed by SIGKILL (OOM killer, `kill -9`, a node going down) would
+# leave it running — and the workers connected to it, i.e. Slurm blocks, alive until their
+# walltime.  With PR_SET_PDEATHSIG the kernel kills it when the driver dies; the workers then
+# miss its heartbeats and exit, and their block ends.
+_INTERCHANGE = """\
+import ctypes, os, runpy, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+except Exception:
+    pass
+if os.getppid() != int(sys.argv[1]):  # the driver died before prctl
+    sys.exit(0)
+del sys.argv[1:]
+runpy.run_module("parsl.executors.high_throughput.interchange", run_name="__main__", alter_sys=True)
+"""
+
+
+def _htex(runner: RunnerSection, run_dir: Path, provider, workers: int, python: str, **kw):
+    from parsl.executors import HighThroughputExecutor
+    from parsl.executors.high_throughput import executor as htex
+    # Parsl finds its helper scripts on PATH; name them through an interpreter instead, so a
+    # driver started from a virtual environment that is not on PATH still works.
+    launch = htex.DEFAULT_LAUNCH_CMD.replace(
+        "process_worker_pool.py", f"{python} -m parsl.executors.high_throughput.process_worker_pool", 1)
+    return HighThroughputExecutor(
+        launch_cmd=launch,
+        interchange_launch_cmd=[sys.executable, "-c", _INTERCHANGE, str(os.getpid())],
+        label="tams", address=_address(runner), loopback_address="127.0.0.1",
+        max_workers_per_node=workers, worker_logdir_root=str(run_dir / "parsl"),
+        encrypted=False, poll_period=1, provider=provider, **kw)
+
+
 def parsl_config(runner: RunnerSection, run_dir: Path):
     """Compose a Parsl Config from the runner section (Parsl's own style: small objects)."""
     from parsl.config import Config
-    from parsl.executors import HighThroughputExecutor, ThreadPoolExecutor
+    from parsl.executors import ThreadPoolExecutor
     from parsl.providers import LocalProvider
 
+    strategy, period = "none", 5.0
     if runner.kind == "threads":
         executor = ThreadPoolExecutor(label="tams", max_threads=runner.workers)
     elif runner.kind == "processes":
-        # Parsl finds its helper scripts on PATH; name them through this interpreter so a
-        # driver started from a virtual environment that is not on PATH still works.
-        from parsl.executors.high_throughput import executor as htex
-        launch = htex.DEFAULT_LAUNCH_CMD.replace(
-            "process_worker_pool.py", f"{sys.executable} -m parsl.executors.high_throughput.process_worker_pool", 1)
-        executor = HighThroughputExecutor(
-            launch_cmd=launch,
-            interchange_launch_cmd=[sys.executable, "-m", "parsl.executors.high_throughput.interchange"],
-            label="tams", address=runner.address, loopback_address="127.0.0.1",
-            max_workers_per_node=runner.workers, cores_per_worker=1,
-            worker_logdir_root=str(run_dir / "parsl"), heartbeat_period=5,
-            heartbeat_threshold=30, encrypted=False, poll_period=1,
-            provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1,
-                                   worker_init=""))
+        executor = _htex(runner, run_dir, LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1,
+                                                        worker_init=""),
+                         runner.workers, sys.executable, cores_per_worker=1,
+                         heartbeat_period=5, heartbeat_threshold=30)
+    elif runner.kind == "slurm":
+        from parsl.launchers import SimpleLauncher, SrunLauncher
+        sl = runner.slurm
+        worker_init = default_worker_init() if sl.worker_init is None else sl.worker_init
+        provider = _slurm_provider_class()(
+            poll_interval=sl.poll_interval,
+            partition=sl.partition, account=sl.account, qos=sl.qos, walltime=sl.walltime,
+            nodes_per_block=sl.nodes_per_block, init_blocks=sl.init_blocks,
+            min_blocks=sl.min_blocks, max_blocks=sl.max_blocks,
+            scheduler_options=sl.scheduler_options, worker_init=worker_init,
+            exclusive=sl.exclusive,
+            launcher=SrunLauncher() if sl.launcher == "srun" else SimpleLauncher())
+        # With the default worker_init the workers run the driver's interpreter (same project,
+        # same packages; the shared filesystem makes the path valid on compute nodes); a custom
+        # worker_init provides its own `python3`.
+        python = sys.executable if sl.worker_init is None else "python3"
+        executor = _htex(runner, run_dir, provider, sl.workers_per_node or runner.workers, python,
+                         cores_per_worker=sl.cores_per_worker,
+                         # a lost block's segments fail (ManagerLost) within ~10 s and are re-run
+                         heartbeat_period=2, heartbeat_threshold=10,
+                         block_error_handler=BlockErrors())
+        # the scaling strategy replaces a block that ended (min_blocks) and adds blocks while
+        # segments wait (max_blocks); "none" would never start a replacement
+        strategy, period = "htex_auto_scale", 1.0
     else:  # pragma: no cover - validated by the config
         raise ValueError(runner.kind)
-    return Config(executors=[executor], run_dir=str(run_dir / "parsl"), strategy="none",
+    return Config(executors=[executor], run_dir=str(run_dir / "parsl"), strategy=strategy,
+                  strategy_period=period, max_idletime=3600.0,
                   initialize_logging=False, usage_tracking=0)
+
+
+def _slurm_provider_class():
+    from parsl.providers import SlurmProvider
+
+    class Provider(SlurmProvider):
+        """Parsl's SlurmProvider polls `squeue` every 60 s, so an ended block would be noticed
+        (and replaced) up to a minute late; poll every ``poll_interval`` seconds instead."""
+
+        def __init__(self, *args, poll_interval: float = 60.0, **kw):
+            super().__init__(*args, **kw)
+            self._poll_interval = poll_interval
+
+        @property
+        def status_polling_interval(self):
+            return self._poll_interval
+
+    return Provider
+
+
+class BlockErrors:
+    """When to give up on Slurm blocks.
+
+    Parsl's default handler gives up (every segment fails with BadStateException) as soon as
+    every block has ended without a connected worker pool — which is also what a block that
+    was cancelled or reached its walltime looks like (HTEX marks it MISSING).  Give up only
+    when the last ``threshold`` blocks all ended without ever connecting a worker pool: the
+    blocks cannot start (wrong partition, account, worker_init), not merely ended."""
+
+    def __init__(self, threshold: int = 3):
+        self.threshold = threshold
+        self.connected: set[str] = set()
+
+    def __call__(self, executor, status) -> None:
+        from parsl.jobs.error_handlers import _get_error
+        from parsl.jobs.states import JobState
+        try:
+            self.connected.update(str(b) for b in executor.connected_blocks())
+        except Exception:  # pragma: no cover - the interchange is going away
+            return
+        recent = sorted(status, key=lambda b: int(b) if str(b).isdigit() else -1)[-self.threshold:]
+        if len(recent) == self.threshold and all(
+                status[b].state in (JobState.FAILED, JobState.MISSING)
+                and str(b) not in self.connected for b in recent):
+            executor.set_bad_state_and_fail_all(_get_error({b: status[b] for b in recent}))
+
+
+def executor_failed(exc: BaseException) -> bool:
+    """True when Parsl gave up on the executor (blocks cannot start): no retry can help."""
+    from parsl.executors.errors import BadStateException
+    return isinstance(exc, BadStateException)
+
+
+def lost_worker(exc: BaseException) -> bool:
+    """True when a segment failed because its worker went away (a Slurm block cancelled or
+    out of walltime, a node lost), not because of the model: re-run it without counting."""
+    try:
+        from parsl.executors.high_throughput.errors import ManagerLost, WorkerLost
+    except ImportError:  # pragma: no cover - other Parsl versions
+        return type(exc).__name__ in ("ManagerLost", "WorkerLost")
+    return isinstance(exc, (ManagerLost, WorkerLost))
 
 
 class Executor:

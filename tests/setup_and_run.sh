@@ -20,6 +20,11 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+# a real single-node Slurm cluster for tests/test_slurm.py (needs root; skipped elsewhere)
+if [ "$(id -u)" = 0 ]; then
+  bash tests/services/slurm.sh
+fi
+
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip >/dev/null
 .venv/bin/pip install -q -e '.[test]'
