@@ -20,7 +20,7 @@ if ! command -v dockerd >/dev/null 2>&1; then
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends docker.io >/dev/null
+  apt-get install -y -qq docker.io >/dev/null  # as established on these machines
 fi
 if ! pgrep -x dockerd >/dev/null 2>&1; then
   if [ "$(id -u)" != 0 ]; then
