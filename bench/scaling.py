@@ -9,7 +9,9 @@ segments.  Two experiments:
    initial ensemble µs per trajectory, µs per iteration (decision + branch + child's segment
    ingested + its share of commits), commit ms, peak RSS, database bytes per stored step.
 2. **Cost vs history** (N = 100, k = 1, 10^5 iterations): µs per iteration in windows of 10^4
-   iterations — it must stay flat.
+   iterations — it must stay flat.  The level of these walks rises without bound, so a
+   child's excursion (hence segments per iteration) grows with the level: µs per *segment*
+   is the column that must stay flat.
 
 The scores never reach the target (1e300), so the replica runs until
 ``max_iterations``.  Timings on a shared, loaded machine: expect ±30 % noise.
@@ -60,7 +62,7 @@ def synth(task, rep) -> SegmentResult:
     steps = np.arange(req.step0 + 1, req.step0 + n + 1, dtype=np.int64)
     x0 = 0.0
     if req.step0 > 0:
-        x0 = float(rep.path_scores(rep.trajs[task.traj], upto=req.step0)[-1])
+        x0 = rep.score_at(rep.trajs[task.traj], req.step0)
     dx = np.random.default_rng([task.traj, req.step0]).standard_normal(n) - DRIFT
     if req.step0 == 0 or req.step0 == rep.trajs[task.traj].branch:
         dx[0] = abs(dx[0]) + 1e-6  # a child's first own step is above its branch point
@@ -138,12 +140,13 @@ def cost_vs_n(tmp: str, ns, iterations: int, commit_every: int) -> None:
 def cost_vs_history(tmp: str, total: int, window: int, n: int, commit_every: int) -> None:
     print(f"\n2. cost vs history (N = {n}, k = 1, {total} iterations, commit every {commit_every} "
           "segments)")
-    print(f"{'iterations done':>16} {'µs/iteration':>13} {'live trajectories':>18} "
-          f"{'peak RSS MB':>12}")
+    print(f"{'iterations done':>16} {'µs/iteration':>13} {'segments/it':>12} {'µs/segment':>11} "
+          f"{'live trajectories':>18} {'peak RSS MB':>12}")
     run = Run(tmp, n, total, commit_every)
     queue = run.rep.start()
     t = time.perf_counter()
     last_it = 0
+    last_seg = 0
     # run the queue by hand so we can sample between windows
     while queue:
         task = queue.pop()
@@ -156,9 +159,11 @@ def cost_vs_history(tmp: str, total: int, window: int, n: int, commit_every: int
         it = run.rep.iteration
         if it - last_it >= window or not queue:
             now = time.perf_counter()
+            seg = run.done - last_seg
             print(f"{it:>16} {(now - t) / max(it - last_it, 1) * 1e6:>13.0f} "
+                  f"{seg / max(it - last_it, 1):>12.2f} {(now - t) / max(seg, 1) * 1e6:>11.0f} "
                   f"{len(run.rep.trajs):>18} {peak_mb():>12.0f}", flush=True)
-            t, last_it = now, it
+            t, last_it, last_seg = now, it, run.done
     steps = run.rep.model_steps
     size = run.close()
     print(f"database: {size / 1e6:.1f} MB, {size / steps:.1f} bytes per model step")

@@ -15,9 +15,9 @@ import json
 import logging
 import math
 import os
+import queue
 import shutil
 import time
-from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -155,15 +155,26 @@ class Driver:
             last_measure = time.monotonic()
             with Executor(self.loaded.campaign.runner, self.run_dir) as ex:
                 pending = {}
+                # finished futures arrive here (a callback per future): O(1) per completion,
+                # where wait(list(pending)) cost O(in flight) per batch, O(N^2) over an
+                # initial ensemble of N trajectories
+                finished: queue.SimpleQueue = queue.SimpleQueue()
 
                 def submit(task: Task, attempt: int = 1, lost: int = 0):
                     fut = ex.submit(spec, task.request, collect=attempt == 1)
                     pending[fut] = (task, attempt, lost)
+                    fut.add_done_callback(finished.put)
 
                 for task in tasks:
                     submit(task)
                 while pending:
-                    done, _ = wait(list(pending), timeout=0.2, return_when=FIRST_COMPLETED)
+                    done = []
+                    try:
+                        done.append(finished.get(timeout=0.2))
+                        while True:
+                            done.append(finished.get_nowait())
+                    except queue.Empty:
+                        pass
                     for fut in done:
                         task, attempt, lost = pending.pop(fut)
                         rep = replicas[task.replica]

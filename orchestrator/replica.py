@@ -42,6 +42,13 @@ class Traj:
     left_a: bool = True
     next_step: int = -1  # step of the state the next segment starts from
     in_flight: bool = False
+    slot: int = -1  # ensemble slot while a member of the ensemble, else -1
+    refs: int = 0  # live children + 1 while in the ensemble; 0 = forgotten
+    # records of the path's running maximum (steps where the score exceeds every earlier
+    # score, and those scores): enough to branch from this trajectory without its path.
+    # Kept only while in the ensemble (a survivor is always a member).
+    rec_steps: np.ndarray | None = None
+    rec_vals: np.ndarray | None = None
 
     def own_scores(self) -> np.ndarray:
         if len(self.scores) > 1:
@@ -100,10 +107,16 @@ class Replica:
         self.segments = 0
         self.failed = 0
         self.in_flight = 0
+        # checkpoint files of the trajectories still in memory (forgotten ones are dropped)
         self.files: dict[str, int] = {}  # absolute path -> file id
-        self.paths: list[str] = []  # file id -> absolute path
+        self.paths: dict[int, str] = {}  # file id -> absolute path
+        self.n_files = 0  # rows of the files table
         self.wall_time = 0.0
         self.garbage: list[int] = []  # ids whose files may go once the forgetting is committed
+        # running counts over the ensemble, so no per-segment pass over all N
+        self.maxs = np.full(s.n, -math.inf)  # slot -> max score of its member
+        self.n_reached_count = 0  # members with max score >= target
+        self.n_running = 0  # members still running
 
     # --- bookkeeping --------------------------------------------------------------------
     def _new_traj(self, tid: int, parent: int, branch: int, start: int) -> Traj:
@@ -115,9 +128,10 @@ class Replica:
     def _file_id(self, path: str) -> int:
         fid = self.files.get(path)
         if fid is None:
-            fid = len(self.paths)
+            fid = self.n_files
+            self.n_files += 1
             self.files[path] = fid
-            self.paths.append(path)
+            self.paths[fid] = path
             self.db.append(self.r, "files", path=self.rel(path).encode())
         return fid
 
@@ -125,7 +139,32 @@ class Replica:
         return StateRef(self.paths[int(t.ck_file[i])], int(t.ck_index[i]))
 
     def n_reached(self) -> int:
-        return sum(1 for t in self.slots if self.trajs[int(t)].max_score >= self.s.target)
+        return self.n_reached_count
+
+    def _set_max(self, t: Traj, value: float) -> None:
+        """Raise a member's max score, keeping ``maxs`` and the reached count."""
+        target = self.s.target
+        self.n_reached_count += (value >= target) - (t.max_score >= target)
+        t.max_score = value
+        self.maxs[t.slot] = value
+
+    def _add_records(self, t: Traj, first_step: int, scores: np.ndarray) -> None:
+        """Append the running-maximum records of new own scores (steps first_step...)."""
+        if not scores.size:
+            return
+        prev = np.maximum.accumulate(np.concatenate(([t.max_score], scores[:-1])))
+        rec = np.flatnonzero(scores > prev)
+        if rec.size:
+            t.rec_steps = np.concatenate([t.rec_steps, first_step + rec])
+            t.rec_vals = np.concatenate([t.rec_vals, scores[rec]])
+
+    def _records_from_path(self, t: Traj) -> None:
+        path = self.path_scores(t)
+        t.rec_steps = np.zeros(0, dtype=np.int64)
+        t.rec_vals = np.zeros(0)
+        mx, t.max_score = t.max_score, -math.inf
+        self._add_records(t, 1, path)
+        t.max_score = mx
 
     def running_estimate(self) -> float:
         return alg.estimate(self.log_weight, self.n_reached(), self.s.n)
@@ -146,19 +185,30 @@ class Replica:
             in_flight=self.in_flight, level=self.level, wall_time=self.wall_time)
 
     # --- paths --------------------------------------------------------------------------
-    def _chain(self, t: Traj, upto: int) -> list[tuple[Traj, int, int]]:
-        """(trajectory, lo, hi] pieces of t's path for steps 1..upto, root first."""
-        pieces = []
+    def _pieces(self, t: Traj, upto: int):
+        """(trajectory, lo, hi] pieces of t's path for steps 1..upto, *leaf first*, lazily:
+        a caller that needs only the end of the path stops after a piece or two instead of
+        walking the whole ancestry."""
         hi = upto
         while True:
             if hi > t.branch:
-                pieces.append((t, t.branch, hi))
+                yield t, t.branch, hi
                 hi = t.branch
             if t.parent < 0 or hi <= 0:
-                break
+                return
             t = self.trajs[t.parent]
+
+    def _chain(self, t: Traj, upto: int) -> list[tuple[Traj, int, int]]:
+        """(trajectory, lo, hi] pieces of t's path for steps 1..upto, root first."""
+        pieces = list(self._pieces(t, upto))
         pieces.reverse()
         return pieces
+
+    def score_at(self, t: Traj, step: int) -> float:
+        """The score of t's path at ``step`` (>= 1)."""
+        for p, lo, hi in self._pieces(t, step):
+            return float(p.own_scores()[hi - lo - 1])
+        raise ValueError(f"trajectory {t.id} has no step {step}")
 
     def path_scores(self, t: Traj, upto: int | None = None) -> np.ndarray:
         upto = t.branch + t.n_own if upto is None else upto
@@ -166,7 +216,7 @@ class Replica:
         return np.concatenate(parts) if parts else np.zeros(0)
 
     def _ckpt_at_or_before(self, t: Traj, b: int) -> tuple[int, StateRef | None]:
-        for p, lo, hi in reversed(self._chain(t, b)):
+        for p, lo, hi in self._pieces(t, b):
             steps = p.ck_steps
             i = np.searchsorted(steps, hi, side="right") - 1
             if i >= 0 and steps[i] > lo:
@@ -175,9 +225,12 @@ class Replica:
 
     def _ckpt_at_or_after(self, t: Traj, b: int) -> tuple[int, StateRef] | None:
         end = t.branch + t.n_own
-        for p, lo, hi in self._chain(t, end):
-            if hi < b:
-                continue
+        tail = []  # the pieces reaching step b or later, leaf first
+        for piece in self._pieces(t, end):
+            if piece[2] < b:
+                break
+            tail.append(piece)
+        for p, lo, hi in reversed(tail):
             steps = p.ck_steps
             i = np.searchsorted(steps, max(b, lo + 1), side="left")
             if i < steps.size and steps[i] <= hi:
@@ -187,10 +240,13 @@ class Replica:
     def _noise(self, t: Traj, first: int, last: int) -> np.ndarray:
         """Noise of steps first..last of t's path: each step's owner's keyed noise."""
         parts = []
-        for p, lo, hi in self._chain(t, last):
+        for p, lo, hi in self._pieces(t, last):
             a, b = max(lo + 1, first), hi
             if a <= b:
                 parts.append(nz.step_noise(p.key, a, b - a + 1, self.s.noise_dim))
+            if lo < first:
+                break
+        parts.reverse()
         return np.concatenate(parts) if len(parts) != 1 else parts[0]
 
     # --- segments -----------------------------------------------------------------------
@@ -220,7 +276,9 @@ class Replica:
     def start(self) -> list[Task]:
         """A fresh replica: the N initial trajectories."""
         for i in range(self.s.n):
-            self._new_traj(i, -1, 0, 0).left_a = False  # starts in A (classic AMS)
+            t = self._new_traj(i, -1, 0, 0)
+            t.left_a = False  # starts in A (classic AMS)
+            self._enter(t, i)
             self.db.append(self.r, "created", iteration=0, slot=i, id=i, killed=-1, parent=-1,
                            branch_step=0, start_step=0)
         self._summary()
@@ -265,7 +323,8 @@ class Replica:
         t.n_own += nk
         t.left_a = scan.left_a
         if nk:
-            t.max_score = max(t.max_score, float(scores[:nk].max()))
+            self._add_records(t, own_first, scores[:nk])
+            self._set_max(t, max(t.max_score, float(scores[:nk].max())))
         db = self.db
         db.append(self.r, "steps", traj=np.full(nk, t.id), step=steps[:nk], time=times[:nk],
                   score=scores[:nk], obs=obs[:nk])
@@ -289,6 +348,7 @@ class Replica:
         t.next_step = last
         if scan.status != Status.RUNNING:
             self._end(t, scan.status, last)
+            self.n_running -= 1
             out = self._maybe_iterate()
         else:
             out = [self._task(t)]
@@ -304,15 +364,14 @@ class Replica:
     def _maybe_iterate(self) -> list[Task]:
         out: list[Task] = []
         while not self.done and not out:
-            if any(self.trajs[int(i)].status == Status.RUNNING for i in self.slots):
+            if self.n_running:
                 return out
             out = self._iterate()
         return out
 
     def _iterate(self) -> list[Task]:
         j = self.iteration + 1
-        maxs = np.array([self.trajs[int(i)].max_score for i in self.slots])
-        d = alg.decide(j, maxs, self.s.k, self.s.target, nz.survivor_rng(self.s.seed, self.r, j),
+        d = alg.decide(j, self.maxs, self.s.k, self.s.target, nz.survivor_rng(self.s.seed, self.r, j),
                        self.s.max_iterations)
         self.level = d.level
         if d.outcome == Outcome.EXTINCT:
@@ -331,15 +390,53 @@ class Replica:
         for slot, surv in zip(d.killed, parents):
             killed_id = int(self.slots[slot])
             child = self._branch(surv, d.level, int(slot), killed_id, j)
-            self.slots[slot] = child.id
+            self._leave(self.trajs[killed_id])
+            self._enter(child, int(slot))
             if child.status == Status.RUNNING:
                 tasks.append(self._task(child))
-        self._forget()
         return tasks
 
+    def _enter(self, t: Traj, slot: int) -> None:
+        """Make t the member of ``slot`` (whose previous member has left)."""
+        self.slots[slot] = t.id
+        t.slot = slot
+        t.refs += 1
+        if t.rec_steps is None:
+            t.rec_steps = np.zeros(0, dtype=np.int64)
+            t.rec_vals = np.zeros(0)
+        self.maxs[slot] = t.max_score
+        self.n_reached_count += t.max_score >= self.s.target
+        self.n_running += t.status == Status.RUNNING
+
+    def _leave(self, t: Traj) -> None:
+        """A killed member leaves the ensemble; forget it and, cascading up, every ancestor
+        no live trajectory descends from any more (reference counts: O(1) per iteration
+        amortised, memory bounded however many iterations run)."""
+        self.n_reached_count -= t.max_score >= self.s.target
+        self.n_running -= t.status == Status.RUNNING
+        t.slot = -1
+        t.rec_steps = t.rec_vals = None
+        self._unref(t)
+
+    def _unref(self, t: Traj) -> None:
+        while True:
+            t.refs -= 1
+            if t.refs > 0:
+                return
+            del self.trajs[t.id]
+            self.garbage.append(t.id)
+            for fid in np.unique(t.ck_file).tolist():
+                self.files.pop(self.paths.pop(fid, None), None)
+            if t.parent < 0:
+                return
+            t = self.trajs[t.parent]
+
     def _branch(self, surv: Traj, level: float, slot: int, killed: int, j: int) -> Traj:
-        path = self.path_scores(surv)
-        b = alg.branch_step(path, level)
+        # first step above the level = first running-maximum record above it
+        i = int(np.searchsorted(surv.rec_vals, level, side="right"))
+        if i >= surv.rec_vals.size:
+            raise ValueError("the survivor never rises above the level; it cannot be a survivor")
+        b = int(surv.rec_steps[i])
         end = surv.branch + surv.n_own
         copy = False
         if self.s.noise_mode == "file":
@@ -357,9 +454,14 @@ class Replica:
         cid = self.next_id
         self.next_id += 1
         child = self._new_traj(cid, surv.id, b, start)
-        child.max_score = float(path[:b].max())
+        surv.refs += 1
+        # the path up to b: its records are the survivor's up to b, its max the last of them
+        n_rec = int(np.searchsorted(surv.rec_steps, b, side="right"))
+        child.rec_steps = surv.rec_steps[:n_rec].copy()
+        child.rec_vals = surv.rec_vals[:n_rec].copy()
+        child.max_score = float(child.rec_vals[-1])
         if self.s.score_a is not None:
-            child.left_a = bool((path[:b] > self.s.score_a).any())
+            child.left_a = bool(child.max_score > self.s.score_a)
         self.db.append(self.r, "created", iteration=j, slot=slot, id=cid, killed=killed,
                        parent=surv.id, branch_step=b, start_step=start)
         if copy:
@@ -370,8 +472,8 @@ class Replica:
         return child
 
     def _forget(self) -> None:
-        """Drop trajectories that no member of the ensemble descends from (memory stays
-        bounded however many iterations run)."""
+        """Drop trajectories that no member of the ensemble descends from, and set the
+        reference counts of the others (once, on resume; later :meth:`_leave` keeps them)."""
         live: set[int] = set()
         for i in self.slots:
             tid = int(i)
@@ -381,6 +483,11 @@ class Replica:
         for tid in [t for t in self.trajs if t not in live]:
             del self.trajs[tid]
             self.garbage.append(tid)
+        for t in self.trajs.values():
+            t.refs = 0
+        for t in self.trajs.values():
+            if t.parent >= 0:
+                self.trajs[t.parent].refs += 1
 
     def live_files(self) -> set[str]:
         return {self.paths[int(f)] for t in self.trajs.values() for f in np.unique(t.ck_file)}
@@ -408,8 +515,9 @@ class Replica:
         if it["iteration"].size:
             self.iteration = int(it["iteration"][-1])
             self.log_weight = float(it["log_weight"][-1])
-        self.paths = [os.path.join(self.run_dir, p.decode()) for p in T["files"]["path"]]
-        self.files = {p: i for i, p in enumerate(self.paths)}
+        self.paths = {i: os.path.join(self.run_dir, p.decode())
+                      for i, p in enumerate(T["files"]["path"])}
+        self.n_files = len(self.paths)
         st = T["steps"]
         order = np.lexsort((st["step"], st["traj"]))
         traj_sorted = st["traj"][order]
@@ -444,6 +552,14 @@ class Replica:
                 if self.s.score_a is not None:
                     t.left_a = bool((path > self.s.score_a).any())
         self._forget()
+        used = {int(f) for t in self.trajs.values() for f in np.unique(t.ck_file)}
+        self.paths = {f: p for f, p in self.paths.items() if f in used}
+        self.files = {p: f for f, p in self.paths.items()}
+        self.n_reached_count = self.n_running = 0
+        for slot, tid in enumerate(self.slots.tolist()):
+            t = self.trajs[tid]
+            self._records_from_path(t)
+            self._enter(t, slot)
         self.in_flight = 0
         if self.done:
             return []
