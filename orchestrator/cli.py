@@ -225,6 +225,11 @@ def _cmd_check_db(args) -> int:
     return cmd_check_db(args)
 
 
+def _yaml_error():
+    import yaml
+    return yaml.YAMLError  # a damaged database's stored campaign YAML
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tams", description="TAMS rare-event estimation over "
                                      "external forward models.")
@@ -271,6 +276,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tams: error: {' / '.join(filter(None, map(str.strip, str(exc).splitlines())))}",
               file=sys.stderr)
         return exc.exit_code
+    except (OSError, KeyError, ValueError, IndexError, _yaml_error()) as exc:
+        if args.command not in ("status", "report", "check-db", "export"):
+            raise
+        # h5py's errors on a damaged database (checksum, filter, truncated data)
+        what = " ".join(str(exc).split())
+        print(f"tams: error: {args.database}: cannot be read ({type(exc).__name__}: {what}); the "
+              "file is damaged or not a tams database — restore it from a copy or re-run the "
+              "campaign into a new database.path.", file=sys.stderr)
+        return 2
     except CampaignFailed as exc:
         print(f"tams: campaign stopped: {exc}", file=sys.stderr)
         return exc.exit_code

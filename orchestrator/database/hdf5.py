@@ -28,7 +28,10 @@ from .schema import CHUNK, SUMMARY, TABLES
 TABLE_NAMES = tuple(TABLES)
 # Shuffle + LZF: the integer columns (trajectory ids, steps, checkpoint indexes) shrink
 # several-fold at a cost of microseconds per chunk; both ship with h5py.
-COMPRESS = {"shuffle": True, "compression": "lzf"}
+# Fletcher-32 on every dataset: HDF5 checksums its metadata but not raw data, so without it a
+# flipped byte in a chunk (or in the committed counters) would be read back silently.
+COMPRESS = {"shuffle": True, "compression": "lzf", "fletcher32": True}
+CHECKSUM = {"fletcher32": True, "chunks": True}
 
 
 def _rgroup(r: int) -> str:
@@ -131,16 +134,16 @@ class Writer:
                         else:
                             tg.create_dataset(col, shape=(0,), maxshape=(None,), dtype=dt,
                                               chunks=(CHUNK,), **COMPRESS)
-                g.create_dataset("committed", data=np.zeros(len(TABLES), dtype=np.int64))
+                g.create_dataset("committed", data=np.zeros(len(TABLES), dtype=np.int64), **CHECKSUM)
                 s = np.zeros(1, dtype=SUMMARY)
                 s["estimate"] = np.nan
                 s["log_estimate"] = np.nan
                 s["level"] = np.nan
-                g.create_dataset("summary", data=s)
+                g.create_dataset("summary", data=s, **CHECKSUM)
             g = f.create_group("run")
-            g.create_dataset("wall_time", data=np.zeros(1))
-            g.create_dataset("sessions", data=np.zeros(1, dtype=np.int64))
-            g.create_dataset("state_bytes", data=np.zeros(1, dtype=np.int64))
+            g.create_dataset("wall_time", data=np.zeros(1), **CHECKSUM)
+            g.create_dataset("sessions", data=np.zeros(1, dtype=np.int64), **CHECKSUM)
+            g.create_dataset("state_bytes", data=np.zeros(1, dtype=np.int64), **CHECKSUM)
             f.close()
             os.replace(tmp, path)  # a database either exists whole or not at all
             f = h5py.File(path, "r+", libver="latest")
@@ -155,11 +158,22 @@ class Writer:
         lock = Lock(path)
         lock.acquire()
         try:
+            with open(path, "rb") as fh:
+                head = fh.read(64)
             try:
                 clear_write_flags(str(path))  # a previous driver was killed: h5clear -s
             except (OSError, ValueError) as exc:
                 raise DatabaseError(f"{path}: not a usable database ({exc}); move it away or give "
                                     "another database.path.") from None
+            try:
+                _validate(path)
+            except Exception as exc:  # noqa: BLE001 - any failure to read is damage
+                with open(path, "r+b") as fh:  # leave the damaged file exactly as it was
+                    fh.write(head)
+                what = " ".join(str(exc).split())
+                raise DatabaseError(f"{path}: the database is damaged ({type(exc).__name__}: "
+                                    f"{what}); nothing was changed — restore it from a copy or "
+                                    "give another database.path.") from None
             try:
                 f = h5py.File(path, "r+", libver="latest")
             except OSError as exc:
@@ -284,6 +298,30 @@ class Writer:
             self.lock.release()
 
 
+def _validate(path: Path) -> None:
+    """Read everything a resume will read, without SWMR and without writing: a damaged file
+    fails here, at once (an SWMR handle retries a bad checksum with back-off for up to an
+    hour) and before the writer has touched it."""
+    with h5py.File(path, "r", libver="latest") as f:
+        for key in ("schema_version", "replicas", "n_observables", "fingerprint", "config_yaml"):
+            f.attrs[key]
+        for r in range(int(f.attrs["replicas"])):
+            g = f[_rgroup(r)]
+            counts = g["committed"][...]
+            if counts.shape != (len(TABLES),) or (counts < 0).any():
+                raise ValueError(f"replica {r}: bad committed counters {counts.tolist()}")
+            g["summary"][0]
+            for ti, (table, cols) in enumerate(TABLES.items()):
+                for col in cols:
+                    ds = g[table][col]
+                    if ds.shape[0] < counts[ti]:
+                        raise ValueError(f"replica {r}: table {table} column {col} has "
+                                         f"{ds.shape[0]} rows, {int(counts[ti])} committed")
+                    ds[:int(counts[ti])]
+        for key in ("wall_time", "sessions", "state_bytes"):
+            f["run"][key][...]
+
+
 def _load_replica(f: h5py.File, r: int, counts: np.ndarray) -> ReplicaRecord:
     g = f[_rgroup(r)]
     tables = {}
@@ -293,8 +331,37 @@ def _load_replica(f: h5py.File, r: int, counts: np.ndarray) -> ReplicaRecord:
     return ReplicaRecord(tables, g["summary"][0])
 
 
-def open_reader(path: Path) -> h5py.File:
+def _writer_active(path: Path) -> bool:
+    """Does a live `tams run` hold the database's lock?  Read from /proc/locks (Linux), so a
+    reader never touches the lock itself; True when it cannot tell."""
+    lock = Path(str(path) + ".lock")
     try:
+        ino = lock.stat().st_ino
+    except OSError:
+        return False  # no lock file: no writer (a clean exit removes it)
+    try:
+        with open("/proc/locks") as fh:
+            return any(ln.split()[5].rsplit(":", 1)[-1] == str(ino)
+                       for ln in fh if len(ln.split()) > 5 and "FLOCK" in ln)
+    except (OSError, IndexError):
+        return True
+
+
+def open_reader(path: Path) -> h5py.File:
+    """Open for reading.  SWMR only while a writer runs: an SWMR reader retries a metadata
+    block whose checksum fails (it might be mid-write) with back-off for up to an hour, so a
+    damaged file would hang `tams status` instead of failing at once."""
+    try:
+        if not _writer_active(path):
+            try:
+                return h5py.File(path, "r", libver="latest")
+            except FileNotFoundError:
+                raise
+            except OSError as exc:
+                # the write flags of a killed writer are still set: SWMR reads them; any other
+                # failure is damage, reported at once
+                if "consistency flags" not in str(exc) and "already open for write" not in str(exc):
+                    raise
         return h5py.File(path, "r", swmr=True, libver="latest")
     except FileNotFoundError:
         raise DatabaseError(f"{path}: no such database; give the path of a campaign's .h5 file.") from None
