@@ -26,6 +26,7 @@ from .algorithm import Outcome
 from .config import LoadedCampaign
 from .database import Writer
 from .errors import CampaignFailed, ConfigError, DatabaseError
+from .diskuse import dir_bytes
 from .execution import Executor, executor_failed, lost_worker
 from .imports import ImportPathError
 from .model import ModelRunError
@@ -219,7 +220,7 @@ class Driver:
                         self._collect_garbage(replicas, delete=keep_live)
                         if not pending or now - last_measure >= 10.0:
                             last_measure = now
-                            db.set_state_bytes(_dir_bytes(self.run_dir))
+                            db.set_state_bytes(dir_bytes(self.run_dir))
                     if self.on_progress:
                         self.on_progress(Progress(replicas, len(pending), now - t_start))
             if failure is not None and executor_failed(failure):
@@ -245,22 +246,3 @@ class Driver:
             for tid in rep.garbage if delete else ():
                 shutil.rmtree(Path(rep.run_dir) / f"r{rep.r:04d}" / f"t{tid:07d}", ignore_errors=True)
             rep.garbage.clear()
-
-
-def _dir_bytes(path: Path) -> int:
-    """Bytes of the regular files under ``path`` (files vanishing meanwhile are skipped)."""
-    total, stack = 0, [str(path)]
-    while stack:
-        try:
-            with os.scandir(stack.pop()) as it:
-                for e in it:
-                    try:
-                        if e.is_dir(follow_symlinks=False):
-                            stack.append(e.path)
-                        elif e.is_file(follow_symlinks=False):
-                            total += e.stat(follow_symlinks=False).st_size
-                    except OSError:
-                        pass
-        except OSError:
-            pass
-    return total

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .diskuse import dir_bytes
 from .errors import CampaignFailed, UserError
 
 
@@ -97,18 +98,6 @@ def cmd_run(args) -> int:
 
 
 # --- status / report ---------------------------------------------------------------------
-def _dir_bytes(path: Path) -> int:
-    """Bytes under ``path``; files may vanish meanwhile (the driver collects garbage)."""
-    total = 0
-    for root, _dirs, files in os.walk(path, onerror=lambda e: None):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                pass
-    return total
-
-
 def _run_dir(db_path: str, config_yaml: str) -> Path:
     """The directory holding a campaign's segment directories and states: `database.run_dir`
     of its YAML (a relative one is taken, as `tams run` does, from the current directory),
@@ -128,7 +117,7 @@ def cmd_status(args) -> int:
         done = sum(v.outcome != 0 for v in reps)
         run_dir = _run_dir(args.database, db.config_yaml)
         if run_dir.is_dir():
-            states = f"states on disk {_dir_bytes(run_dir) / 1e6:.1f} MB ({run_dir})"
+            states = f"states on disk {dir_bytes(run_dir) / 1e6:.1f} MB ({run_dir})"
         else:  # e.g. a relative run_dir seen from another directory: the driver's last figure
             states = (f"states on disk {db.state_bytes() / 1e6:.1f} MB (as last measured by the "
                       f"driver; {run_dir} not found from here)")
