@@ -53,13 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     print("|" + "|".join("-" * (len(c)) for c in hdr.split("|")[1:-1]) + "|")
     t_all = time.perf_counter()
     worst = 0.0
+    notes: list[str] = []
     for i, (name, make, p, p_err) in enumerate(PROBLEMS):
         model = make()
         for k in KS:
             t0 = time.perf_counter()
             res = h.run_tams(model, R, N, k, seed=a.seed + 10 * i + k)
             wall = time.perf_counter() - t0
-            assert (res.outcomes == Outcome.CONVERGED).all()
+            odd = {Outcome(o).name.lower(): int(c) for o, c in
+                   zip(*np.unique(res.outcomes, return_counts=True)) if o != Outcome.CONVERGED}
+            if odd:  # e.g. extinct replicas: their estimate 0 is part of the estimator
+                notes.append(f"{name} k={k}: " + ", ".join(f"{c} {o}" for o, c in odd.items()))
             mean, se = res.mean, res.se
             bias = (mean - p) / math.sqrt(se ** 2 + p_err ** 2)
             worst = max(worst, abs(bias))
@@ -71,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"total {time.perf_counter() - t_all:.0f} s; largest |bias|/SE {worst:.2f} "
           f"({'all within 3' if worst <= 3 else 'SOME BEYOND 3'}); the ideal rel std "
           f"sqrt(-log p / N) is the k = 1 AMS optimum")
+    print("replicas not converged (counted with their estimate): "
+          + ("; ".join(notes) if notes else "none"))
     return 0
 
 
