@@ -1,7 +1,8 @@
-"""Vectorised TAMS for scalar Euler–Maruyama models, for statistical tests.
+"""Vectorised TAMS for Euler–Maruyama models (scalar or vector state), for statistical tests.
 
 Runs R independent replicas *in lockstep* (iteration j of every replica at once), keeping the
-full path of x of every member of every ensemble in an array (R, N, n_steps + 1).  The
+full path of x of every member of every ensemble in an array (R, N, n_steps + 1) -- with a
+trailing state axis (R, N, n_steps + 1, d) when ``x0`` is a vector.  The
 simulation is numpy (vectorised over replicas and trajectories); every *decision* comes from
 ``orchestrator.algorithm``:
 
@@ -31,15 +32,25 @@ from orchestrator.algorithm import Outcome
 
 @dataclass(frozen=True)
 class ScalarSDE:
-    """x_{s+1} = x_s + dt f(x_s) + g sqrt(dt) xi_s, x_0 = x0, steps 1..n_steps."""
+    """x_{s+1} = x_s + dt f(x_s) + g sqrt(dt) xi_s, x_0 = x0, steps 1..n_steps.
+
+    ``x0`` may be a vector (shape (d,)): then ``drift`` maps (..., d) -> (..., d), ``g`` is a
+    scalar or (d,) (diagonal noise, one independent xi per component) and ``score`` maps
+    (..., d) -> (...).
+    """
 
     drift: Callable[[np.ndarray], np.ndarray]
-    g: float
-    x0: float
+    g: float | tuple[float, ...]
+    x0: float | tuple[float, ...]
     dt: float
     n_steps: int
     score: Callable[[np.ndarray], np.ndarray]
     target: float
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of one state: () for scalar models, (d,) for vector ones."""
+        return np.shape(self.x0)
 
 
 def double_well(eps: float) -> ScalarSDE:
@@ -50,6 +61,23 @@ def double_well(eps: float) -> ScalarSDE:
 def ornstein_uhlenbeck() -> ScalarSDE:
     return ScalarSDE(drift=lambda x: -x, g=0.5, x0=0.0, dt=0.01, n_steps=500,
                      score=lambda x: x / 1.5, target=1.0)
+
+
+def double_well_2d(eps: float = 0.1) -> ScalarSDE:
+    """pyTAMS's quick-start 2-D double well (REFERENCES.md), T = 10 (1000 steps)."""
+    a, b = np.array([-1.0, 0.0]), np.array([1.0, 0.0])
+
+    def drift(z):
+        x, y = z[..., 0], z[..., 1]
+        return np.stack([x * (1.0 - x * x), -2.0 * y], axis=-1)
+
+    def score(z):
+        da = ((z - a) ** 2).sum(axis=-1)
+        db = ((z - b) ** 2).sum(axis=-1)
+        return 0.5 - 0.5 * np.exp(-8.0 * da) + 0.5 * np.exp(-8.0 * db)
+
+    return ScalarSDE(drift=drift, g=math.sqrt(eps), x0=(-1.0, 0.0), dt=0.01, n_steps=1000,
+                     score=score, target=0.95)
 
 
 def end_rule(scores: np.ndarray, target: float) -> tuple[np.ndarray, np.ndarray]:
@@ -87,8 +115,9 @@ class Result:
 
 
 def _simulate(model: ScalarSDE, x: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> None:
-    """Advance paths x (C, n_steps+1) in place: steps b+1..n_steps are new (steps <= b kept)."""
-    dt, sq = model.dt, model.g * math.sqrt(model.dt)
+    """Advance paths x (C, n_steps+1[, d]) in place: steps b+1..n_steps are new (steps <= b
+    kept)."""
+    dt, sq = model.dt, np.asarray(model.g) * math.sqrt(model.dt)
     if b.size and b.min() == b.max():  # e.g. the initial ensemble: no reordering, no copy
         order, xs, bs = None, x, b
     else:  # sorted by branch step: the active paths at step s are a prefix
@@ -97,13 +126,13 @@ def _simulate(model: ScalarSDE, x: np.ndarray, b: np.ndarray, rng: np.random.Gen
     for s in range(int(bs[0]) + 1 if bs.size else model.n_steps + 1, model.n_steps + 1):
         m = int(np.searchsorted(bs, s, side="left"))  # paths with b < s
         prev = xs[:m, s - 1]
-        xs[:m, s] = prev + dt * model.drift(prev) + sq * rng.standard_normal(m)
+        xs[:m, s] = prev + dt * model.drift(prev) + sq * rng.standard_normal((m,) + model.shape)
     if order is not None:
         x[order] = xs
 
 
 def _finish(model: ScalarSDE, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """End step and max score of paths x (C, n_steps+1); steps after the end become NaN."""
+    """End step and max score of paths x (C, n_steps+1[, d]); steps after the end become NaN."""
     sc = model.score(x[:, 1:])
     end, _ = end_rule(sc, model.target)
     mx = _max_upto(sc, end)
@@ -116,11 +145,11 @@ def _run_chunk(model: ScalarSDE, R: int, N: int, k: int, seed: int, first_replic
     S = model.n_steps
     noise = np.random.default_rng([seed, first_replica, 0x5DE])
     survivor_rngs = [np.random.default_rng([seed, first_replica + r, 0x5A1]) for r in range(R)]
-    x = np.empty((R * N, S + 1))
+    x = np.empty((R * N, S + 1) + model.shape)
     x[:, 0] = model.x0
     _simulate(model, x, np.zeros(R * N, dtype=np.int64), noise)
     end, mx = _finish(model, x)
-    x = x.reshape(R, N, S + 1)
+    x = x.reshape((R, N, S + 1) + model.shape)
     end = end.reshape(R, N)
     mx = mx.reshape(R, N)
     log_w = np.zeros(R)
@@ -168,7 +197,7 @@ def run_tams(model: ScalarSDE, R: int, N: int, k: int, seed: int,
              max_iterations: int | None = None, max_bytes: int = 128 << 20) -> Result:
     """R independent TAMS replicas of ``model`` (N trajectories, kill k), in lockstep chunks
     whose path array stays under ``max_bytes``."""
-    per_replica = N * (model.n_steps + 1) * 8
+    per_replica = N * (model.n_steps + 1) * 8 * int(np.prod(model.shape))
     chunk = max(1, min(R, max_bytes // per_replica))
     parts = [_run_chunk(model, min(chunk, R - a), N, k, seed, a, weight_update, max_iterations)
              for a in range(0, R, chunk)]
