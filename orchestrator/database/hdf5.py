@@ -80,6 +80,20 @@ class Lock:
                 pass
 
 
+def _open_for_writing(path: Path, patience: float = 10.0) -> h5py.File:
+    """Open for writing, waiting out a reader that holds HDF5's file lock for a moment (a
+    `tams status` opened just before this driver started): without this, a status call at
+    the wrong instant made `tams run` refuse to start."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return h5py.File(path, "r+", libver="latest")
+        except OSError as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class Writer:
     """The driver's handle on the database."""
 
@@ -146,7 +160,7 @@ class Writer:
             g.create_dataset("state_bytes", data=np.zeros(1, dtype=np.int64), **CHECKSUM)
             f.close()
             os.replace(tmp, path)  # a database either exists whole or not at all
-            f = h5py.File(path, "r+", libver="latest")
+            f = _open_for_writing(path)
             f.swmr_mode = True
             return cls(path, f, lock)
         except BaseException:
@@ -175,7 +189,7 @@ class Writer:
                                     f"{what}); nothing was changed — restore it from a copy or "
                                     "give another database.path.") from None
             try:
-                f = h5py.File(path, "r+", libver="latest")
+                f = _open_for_writing(path)
             except OSError as exc:
                 raise DatabaseError(f"{path}: cannot open the database for writing ({exc}); "
                                     "move it away or give another database.path.") from None
