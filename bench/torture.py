@@ -55,7 +55,7 @@ def write_campaign(tmp: Path, name: str, kind: str = "threads") -> Path:
     data["replicas"] = 2
     data["model"]["executable"] = str(EXE)
     data["model"]["checkpoint_every"] = 50
-    data["tams"].update(trajectories=10, kill_per_iteration=2, horizon=4.0, segment_steps=100)
+    data["tams"].update(trajectories=20, kill_per_iteration=2, horizon=6.0, segment_steps=50)
     data["runner"].update(kind=kind, workers=2, retries=2)
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -153,7 +153,9 @@ def scenario_driver_kills(tmp: Path, reference, total: int, kills: int, rng: ran
     landed = 0
     for k in range(1, kills + 1):
         cur = segments(db)
-        target = cur + rng.uniform(0.02, 0.2) * max(total - cur, 0)
+        # spread the kills over what is left: about 1/(kills left + 1) of it each time, so
+        # that they land during the work, not after it (commits come in batches)
+        target = cur + rng.uniform(0.3, 1.0) * max(total - cur, 0) / (kills - k + 2)
         delay = rng.uniform(0, 0.05)
         errf = (tmp / f"kill{k}.err").open("w+")
         proc = subprocess.Popen(run_cmd(cfg, db), cwd=tmp, env=ENV,
@@ -263,8 +265,8 @@ def main(argv=None) -> int:
         reference = digest(ref_db)
         total = int(reference["segments"])
         crc, _ = check_db(ref_db, tmp)
-        print(f"torture seed {seed}; campaign: Fortran doublewell2d, 2 replicas x 10 trajectories, "
-              f"horizon 4, 100-step segments, 2 workers, retries 2")
+        print(f"torture seed {seed}; campaign: Fortran doublewell2d, 2 replicas x 20 trajectories, "
+              f"horizon 6, 50-step segments, 2 workers, retries 2")
         print(f"undisturbed reference run: {total} committed segments, "
               f"{time.monotonic() - t:.1f} s, check-db exit {crc}")
         results = {
