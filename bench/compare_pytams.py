@@ -55,8 +55,8 @@ def ensure_venv(venv: Path) -> Path:
 def child_ours(workdir: str, seed: int) -> int:
     import yaml
     from orchestrator import config
-    from orchestrator.campaign import Driver
-    from orchestrator.database import Database
+    from orchestrator.run.driver import Driver
+    from orchestrator.store import Database
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     data = yaml.safe_load((REPO / "configs/doublewell2d.yaml").read_text())

@@ -40,9 +40,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=2026)
     args = ap.parse_args()
     from orchestrator import config
-    from orchestrator.campaign import Driver
-    from orchestrator.database import Database
-    from orchestrator.stats import summarize
+    from orchestrator.run.driver import Driver
+    from orchestrator.store import Database
+    from orchestrator.core.stats import summarize
 
     data = yaml.safe_load((REPO / "configs/doublewell2d.yaml").read_text())
     data["replicas"] = args.replicas

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from adapters.executable import ExecutableModel, ExecutableModelConfig  # noqa: E402
-from orchestrator import noise as nz  # noqa: E402
+from orchestrator.core import noise as nz  # noqa: E402
 from orchestrator.model import SegmentRequest  # noqa: E402
 
 EXE = REPO / "containers" / "doublewell2d" / "bin" / "doublewell2d"

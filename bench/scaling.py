@@ -1,6 +1,6 @@
 """Driver cost per iteration and database write cost as a campaign grows (issue #6).
 
-The driver is isolated: ``orchestrator.replica.Replica`` and the real HDF5 ``Writer`` are fed
+The driver is isolated: ``orchestrator.core.ensemble.Replica`` and the real HDF5 ``Writer`` are fed
 synthetic ``SegmentResult``s (observables are keyed pseudo-random numbers, no model runs, no
 Parsl), in the order the driver would see them, with a commit every ``--commit-every``
 segments.  Two experiments:
@@ -34,9 +34,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from orchestrator.database import Writer  # noqa: E402
+from orchestrator.store import Writer  # noqa: E402
 from orchestrator.model import Checkpoints, Provenance, SegmentResult  # noqa: E402
-from orchestrator.replica import Replica, Settings  # noqa: E402
+from orchestrator.core.ensemble import Replica, Settings  # noqa: E402
 
 SEGMENT = 100
 DRIFT = 4.0

@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from conftest import assert_same, digest  # noqa: E402
-from orchestrator.database import Database  # noqa: E402
+from orchestrator.store import Database  # noqa: E402
 
 EXE = REPO / "containers" / "doublewell2d" / "bin" / "doublewell2d"
 ENV = dict(_PARENT_ENV, PYTHONPATH=os.pathsep.join(

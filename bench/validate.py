@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 import tams_harness as h  # noqa: E402
-from orchestrator.algorithm import Outcome  # noqa: E402
+from orchestrator.core.algorithm import Outcome  # noqa: E402
 
 N = 32
 KS = (1, 4)

@@ -20,7 +20,7 @@ from typing import Any, Literal, Union, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from .errors import ConfigError
+from orchestrator.errors import ConfigError
 
 
 class Strict(BaseModel):
@@ -482,7 +482,7 @@ def format_validation_error(path: Path, err: ValidationError, prefix: str = "",
 
 
 def _adapter_config_class(name: Any, path: Path) -> type[ModelSection]:
-    from .registry import adapter_class, known_adapters
+    from orchestrator.registry import adapter_class, known_adapters
     if name is None:
         raise ConfigError(f"{path}: key model.adapter: is required and must be one of "
                           f"{known_adapters()}; add e.g. 'adapter: python'.")

@@ -18,7 +18,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from .config import (Campaign, DatabaseSection, ModelSection, Observable, RunnerSection,
+from orchestrator.config import (Campaign, DatabaseSection, ModelSection, Observable, RunnerSection,
                      ScoreSection, SlurmSection, TamsSection)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "configs" / "doublewell2d.yaml"
@@ -38,7 +38,7 @@ def adapter_configs() -> list[tuple[str, type[ModelSection]]]:
     resolved through the registry.  Third-party entry points are left out: the reference
     documents this project, whatever else is installed."""
     import adapters
-    from .registry import adapter_class
+    from orchestrator.registry import adapter_class
     return [(name, adapter_class(name).Config) for name in sorted(adapters.ADAPTERS)]
 
 

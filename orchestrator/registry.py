@@ -10,7 +10,7 @@ import importlib
 from functools import cache
 from importlib.metadata import entry_points
 
-from .model import ForwardModel
+from orchestrator.model import ForwardModel
 
 
 @cache

@@ -42,7 +42,7 @@ def write_campaign(tmp_path: Path, name: str = "camp", **overrides) -> Path:
 def digest(db_path) -> dict[str, np.ndarray]:
     """Everything in a database that must be bit-for-bit reproducible (no provenance, no
     timings), in a canonical row order."""
-    from orchestrator.database import Database
+    from orchestrator.store import Database
     out: dict[str, np.ndarray] = {}
     with Database(db_path) as db:
         for r in range(db.n_replicas):

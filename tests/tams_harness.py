@@ -4,7 +4,7 @@ Runs R independent replicas *in lockstep* (iteration j of every replica at once)
 full path of x of every member of every ensemble in an array (R, N, n_steps + 1) -- with a
 trailing state axis (R, N, n_steps + 1, d) when ``x0`` is a vector.  The
 simulation is numpy (vectorised over replicas and trajectories); every *decision* comes from
-``orchestrator.algorithm``:
+``orchestrator.core.algorithm``:
 
 * ``decide`` (level, killed slots, survivors, outcome) with one generator per replica,
 * ``branch_step`` on the survivor's score path (steps 1..end),
@@ -26,8 +26,8 @@ from typing import Callable
 
 import numpy as np
 
-from orchestrator import algorithm as alg
-from orchestrator.algorithm import Outcome
+from orchestrator.core import algorithm as alg
+from orchestrator.core.algorithm import Outcome
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ import yaml
 
 from conftest import REPO, assert_same, digest, require
 from orchestrator import config
-from orchestrator.campaign import Driver
-from orchestrator.database import Database
+from orchestrator.run.driver import Driver
+from orchestrator.store import Database
 from orchestrator.model import ModelRunError, SegmentRequest
 
 DW_BIN = REPO / "containers" / "doublewell2d" / "bin" / "doublewell2d"

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import assert_same, digest, write_campaign
 from orchestrator import config
-from orchestrator.campaign import Driver
+from orchestrator.run.driver import Driver
 
 
 def run(path, db):
@@ -64,7 +64,7 @@ def test_resume_after_partial_run_identical(reference, tmp_path):
 
 
 def committed_segments(db) -> int:
-    from orchestrator.database import Database
+    from orchestrator.store import Database
     try:
         with Database(db) as d:
             return sum(v.segments for v in d.replicas())

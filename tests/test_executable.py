@@ -10,8 +10,8 @@ from conftest import REPO, assert_same, digest, write_campaign
 from adapters.executable import ExecutableModel, ExecutableModelConfig, namelist
 from adapters.python import PythonModel, PythonModelConfig
 from orchestrator import config
-from orchestrator import noise as nz
-from orchestrator.campaign import Driver
+from orchestrator.core import noise as nz
+from orchestrator.run.driver import Driver
 from orchestrator.model import SegmentRequest
 
 DW2D = REPO / "containers" / "doublewell2d" / "bin" / "doublewell2d"

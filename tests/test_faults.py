@@ -15,7 +15,7 @@ import pytest
 
 from conftest import assert_same, digest, write_campaign
 from adapters.executable import ExecutableModel, ExecutableModelConfig
-from orchestrator import noise as nz
+from orchestrator.core import noise as nz
 from orchestrator.cli import main
 from orchestrator.model import ModelRunError, SegmentRequest
 
@@ -219,7 +219,7 @@ def test_transient_failure_retried(model_exe, tmp_path, monkeypatch):
     path = campaign(tmp_path, model_exe, retries=1, fault="crash", marker=str(tmp_path / "marker"),
                     only="t0000002")
     assert main(["run", str(path), "-q"]) == 0
-    from orchestrator.database import Database
+    from orchestrator.store import Database
     with Database(tmp_path / "camp.h5") as db:
         seg = db.table(0, "segments")
         assert seg["attempts"].max() == 2 and db.replica(0).outcome != 0

@@ -13,9 +13,9 @@ import pytest
 
 from conftest import write_campaign
 from orchestrator import cli, config
-from orchestrator.algorithm import Status
-from orchestrator.campaign import Driver
-from orchestrator.database import Database
+from orchestrator.core.algorithm import Status
+from orchestrator.run.driver import Driver
+from orchestrator.store import Database
 
 CLI = [sys.executable, "-m", "orchestrator.cli"]
 

@@ -19,8 +19,8 @@ import pytest
 
 from conftest import assert_same, digest, require, write_campaign
 from orchestrator import config
-from orchestrator.campaign import Driver
-from orchestrator.database import Database
+from orchestrator.run.driver import Driver
+from orchestrator.store import Database
 
 CLI = [sys.executable, "-m", "orchestrator.cli"]
 SMALL = dict(tams__trajectories=8, tams__horizon=4.0, tams__segment_steps=400)

@@ -14,9 +14,9 @@ import pytest
 from conftest import write_campaign
 from test_executable import DW2D, FORTRAN_MODEL
 from orchestrator import config
-from orchestrator.campaign import Driver
+from orchestrator.run.driver import Driver
 from orchestrator.cli import main
-from orchestrator.database import Database
+from orchestrator.store import Database
 
 pytestmark = pytest.mark.skipif(not DW2D.exists(), reason="build the models: make -C containers")
 

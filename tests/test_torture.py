@@ -11,13 +11,13 @@ import time
 
 from conftest import assert_same, digest, write_campaign
 from orchestrator import config
-from orchestrator.campaign import Driver
-from orchestrator.checkdb import check_database
+from orchestrator.run.driver import Driver
+from orchestrator.cli.checkdb import check_database
 from orchestrator.cli import main
 
 
 def _segments(db) -> int:
-    from orchestrator.database import Database
+    from orchestrator.store import Database
     try:
         with Database(db) as d:
             return sum(v.segments for v in d.replicas())

@@ -1,5 +1,5 @@
 """The TAMS estimator is unbiased (DESIGN §4): the mean of many independent replicas, run with
-the decisions of ``orchestrator.algorithm``, agrees with exact references (REFERENCES.md)
+the decisions of ``orchestrator.core.algorithm``, agrees with exact references (REFERENCES.md)
 within its statistical error -- and a wrong weight update is caught.
 
 Sizing: the relative std of one replica's estimate (N = 32) was measured at 0.58-0.61 for all
@@ -14,8 +14,8 @@ import math
 import numpy as np
 import pytest
 
-from orchestrator import algorithm as alg
-from orchestrator.algorithm import Outcome, Status
+from orchestrator.core import algorithm as alg
+from orchestrator.core.algorithm import Outcome, Status
 
 import tams_harness as h
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import yaml
 
-from .stats import t975
+from orchestrator.core.stats import t975
 
 
 @dataclass(frozen=True)

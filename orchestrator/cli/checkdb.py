@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .algorithm import Outcome
+from orchestrator.core.algorithm import Outcome
 
 
 def _run_dir(db_path: Path, config_yaml: str) -> Path:
@@ -32,9 +32,9 @@ def _run_dir(db_path: Path, config_yaml: str) -> Path:
 
 def check_database(path) -> list[str]:
     import yaml
-    from .database import Database
-    from .database.hdf5 import _rgroup
-    from .database.schema import TABLES
+    from orchestrator.store import Database
+    from orchestrator.store.hdf5 import _rgroup
+    from orchestrator.store.schema import TABLES
     problems: list[str] = []
     path = Path(path)
     with Database(path) as db:

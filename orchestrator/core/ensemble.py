@@ -2,10 +2,10 @@
 
 The driver hands each finished segment to :meth:`Replica.on_result`; the replica records
 it, decides whether the trajectory goes on, and, once every trajectory of the ensemble has
-ended, takes the next iteration's decision (``orchestrator.algorithm``) and returns the
+ended, takes the next iteration's decision (``orchestrator.core.algorithm``) and returns the
 children's first segments.  Nothing here waits or touches a worker: the same object is
 rebuilt from the database on resume (:meth:`Replica.restore`), and because every random
-number is keyed (``orchestrator.noise``) the resumed run is bit-for-bit the uninterrupted one.
+number is keyed (``orchestrator.core.noise``) the resumed run is bit-for-bit the uninterrupted one.
 """
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from typing import Callable
 
 import numpy as np
 
-from . import algorithm as alg
-from . import noise as nz
-from .algorithm import Outcome, Status
-from .model import ModelRunError, SegmentRequest, SegmentResult, StateRef
+from orchestrator.core import algorithm as alg
+from orchestrator.core import noise as nz
+from orchestrator.core.algorithm import Outcome, Status
+from orchestrator.model import ModelRunError, SegmentRequest, SegmentResult, StateRef
 
 
 @dataclass

@@ -22,17 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .algorithm import Outcome
-from .config import LoadedCampaign
-from .database import Writer
-from .errors import CampaignFailed, ConfigError, DatabaseError
-from .diskuse import dir_bytes
-from .execution import Executor, executor_failed, lost_worker
-from .imports import ImportPathError
-from .model import ModelRunError
-from .registry import adapter_class
-from .replica import Replica, Settings, Task
-from .scoring import ScoreError, Scorer
+from orchestrator.core.algorithm import Outcome
+from orchestrator.config import LoadedCampaign
+from orchestrator.store import Writer
+from orchestrator.errors import CampaignFailed, ConfigError, DatabaseError
+from orchestrator.run.diskuse import dir_bytes
+from orchestrator.run.executor import Executor, executor_failed, lost_worker
+from orchestrator.imports import ImportPathError
+from orchestrator.model import ModelRunError
+from orchestrator.registry import adapter_class
+from orchestrator.core.ensemble import Replica, Settings, Task
+from orchestrator.core.scoring import ScoreError, Scorer
 
 log = logging.getLogger(__name__)
 

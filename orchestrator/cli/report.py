@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .algorithm import Outcome
-from .stats import summarize
+from orchestrator.core.algorithm import Outcome
+from orchestrator.core.stats import summarize
 
 TIME = "time (model time units)"
 
@@ -190,7 +190,7 @@ def return_time_figure(rt, folder: Path) -> Path:
 
 def report(path, figures: bool | str | Path = False, reference: float | None = None,
            return_times_of: str | None = None) -> int:
-    from .database import Database
+    from orchestrator.store import Database
     with Database(path) as db:
         print(text_report(db, reference))
         folder = None
@@ -198,7 +198,7 @@ def report(path, figures: bool | str | Path = False, reference: float | None = N
             folder = Path(path).with_suffix(".report") if figures is True else Path(figures)
         rt = None
         if return_times_of:
-            from .returntimes import return_times
+            from orchestrator.core.returntimes import return_times
             if not any(v.outcome != Outcome.RUNNING for v in db.replicas()):
                 print("return times: no replica has finished yet")
             else:

@@ -1,6 +1,6 @@
 """The TAMS algorithm (DESIGN §4) as pure functions: scores in, decisions out, no I/O.
 
-The driver (``orchestrator.replica``) and the statistical tests both call exactly these
+The driver (``orchestrator.core.ensemble``) and the statistical tests both call exactly these
 functions, so a bias here is caught by the tests that average many replicas.
 
 Rules implemented:

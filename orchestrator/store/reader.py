@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..algorithm import Outcome, Status
-from ..errors import DatabaseError
-from .hdf5 import ReplicaRecord, Writer, open_reader, read_replica
+from orchestrator.core.algorithm import Outcome, Status
+from orchestrator.errors import DatabaseError
+from orchestrator.store.hdf5 import ReplicaRecord, Writer, open_reader, read_replica
 
 __all__ = ["Database", "Writer", "ReplicaRecord", "Trajectory", "ReplicaView"]
 
@@ -224,7 +224,7 @@ class Database:
     def to_xarray(self):
         """Every replica's trajectories (full paths), iterations and estimates as an
         ``xarray.Dataset`` with CF names and units (needs the ``export`` extra)."""
-        from .export import to_xarray
+        from orchestrator.store.export import to_xarray
         return to_xarray(self)
 
     def ensemble(self, r: int = 0) -> np.ndarray:

@@ -20,10 +20,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .. import SCHEMA_VERSION, __version__
-from ..errors import DatabaseError
-from .h5clear import clear_write_flags
-from .schema import CHUNK, SUMMARY, TABLES
+from orchestrator import SCHEMA_VERSION, __version__
+from orchestrator.errors import DatabaseError
+from orchestrator.store.h5clear import clear_write_flags
+from orchestrator.store.schema import CHUNK, SUMMARY, TABLES
 
 TABLE_NAMES = tuple(TABLES)
 # Shuffle + LZF: the integer columns (trajectory ids, steps, checkpoint indexes) shrink

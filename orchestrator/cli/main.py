@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
-from .diskuse import dir_bytes
-from .errors import CampaignFailed, UserError
+from orchestrator import __version__
+from orchestrator.run.diskuse import dir_bytes
+from orchestrator.errors import CampaignFailed, UserError
 
 
 class Terminated(BaseException):
@@ -84,8 +84,8 @@ class _ProgressView:
 
 
 def cmd_run(args) -> int:
-    from .campaign import Driver
-    from .config import load
+    from orchestrator.run.driver import Driver
+    from orchestrator.config import load
     loaded = load(args.campaign)
     view = _ProgressView(not args.quiet)
     driver = Driver(loaded, db_path=args.db, on_progress=view)
@@ -111,7 +111,7 @@ def _run_dir(db_path: str, config_yaml: str) -> Path:
 
 
 def cmd_status(args) -> int:
-    from .database import Database
+    from orchestrator.store import Database
     with Database(args.database) as db:
         reps = db.replicas()
         done = sum(v.outcome != 0 for v in reps)
@@ -185,7 +185,7 @@ def _eta(db, reps) -> str:
 
 
 def report(path, figures=False, reference=None, return_times_of=None) -> int:
-    from .report import report as _report
+    from orchestrator.cli.report import report as _report
     return _report(path, figures=figures, reference=reference, return_times_of=return_times_of)
 
 
@@ -196,8 +196,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .database import Database
-    from .database.export import export
+    from orchestrator.store import Database
+    from orchestrator.store.export import export
     with Database(args.database) as db:
         out = export(db, args.format, args.out)
     print(f"exported: {out}")
@@ -205,12 +205,12 @@ def cmd_export(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from .check import check
+    from orchestrator.cli.check import check
     return check(args.campaign)
 
 
 def _cmd_check_db(args) -> int:
-    from .checkdb import cmd_check_db
+    from orchestrator.cli.checkdb import cmd_check_db
     return cmd_check_db(args)
 
 

@@ -7,12 +7,12 @@ import time
 
 import numpy as np
 
-from . import noise as nz
-from .campaign import Driver
-from .config import load
-from .errors import UserError
-from .model import ModelRunError, SegmentRequest
-from .replica import Replica
+from orchestrator.core import noise as nz
+from orchestrator.run.driver import Driver
+from orchestrator.config import load
+from orchestrator.errors import UserError
+from orchestrator.model import ModelRunError, SegmentRequest
+from orchestrator.core.ensemble import Replica
 
 
 def check(path: str, n_steps: int = 100) -> int:

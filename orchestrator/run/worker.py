@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 
-from .model import ModelRunError, SegmentRequest, SegmentResult
+from orchestrator.model import ModelRunError, SegmentRequest, SegmentResult
 
 _MODELS: dict[str, object] = {}
 
@@ -19,7 +19,7 @@ def build_model(spec: tuple[str, dict, str]):
     key = json.dumps([adapter, config, base_dir], sort_keys=True, default=str)
     model = _MODELS.get(key)
     if model is None:
-        from .registry import adapter_class
+        from orchestrator.registry import adapter_class
         cls = adapter_class(adapter)
         model = cls.from_config(cls.Config.model_validate(config), base_dir)
         _MODELS[key] = model

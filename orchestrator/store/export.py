@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DatabaseError
+from orchestrator.errors import DatabaseError
 
 STATUS_MEANINGS = "running reached_target horizon fell_back_into_A"
 OUTCOME_MEANINGS = "running converged max_iterations extinct"

@@ -13,9 +13,9 @@ import sys
 from concurrent.futures import Future
 from pathlib import Path
 
-from .config import RunnerSection
-from .model import SegmentRequest
-from .worker import run_segment, shutdown_models
+from orchestrator.config import RunnerSection
+from orchestrator.model import SegmentRequest
+from orchestrator.run.worker import run_segment, shutdown_models
 
 log = logging.getLogger(__name__)
 

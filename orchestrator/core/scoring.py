@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .imports import resolve
+from orchestrator.imports import resolve
 
 
 class ScoreError(RuntimeError):
