@@ -55,7 +55,7 @@ def ensure_venv(venv: Path) -> Path:
 def child_ours(workdir: str, seed: int) -> int:
     import yaml
     from orchestrator import config
-    from orchestrator.run.driver import Driver
+    from orchestrator.runtime.driver import Driver
     from orchestrator.store import Database
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)

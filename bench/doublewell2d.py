@@ -40,7 +40,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=2026)
     args = ap.parse_args()
     from orchestrator import config
-    from orchestrator.run.driver import Driver
+    from orchestrator.runtime.driver import Driver
     from orchestrator.store import Database
     from orchestrator.core.stats import summarize
 

@@ -347,12 +347,13 @@ class Campaign(Strict):
 class LoadedCampaign:
     """A validated campaign plus what was derived from its file."""
 
-    def __init__(self, campaign: Campaign, model: ModelSection, path: Path, text: str):
+    def __init__(self, campaign: Campaign, model: ModelSection, path: Path, text: str,
+                 base_dir: str | None = None):
         self.campaign = campaign
         self.model = model
         self.path = path
         self.text = text
-        self.base_dir = str(path.resolve().parent)
+        self.base_dir = base_dir or str(path.resolve().parent)
         self.name = campaign.name or path.stem
 
     @property
@@ -516,9 +517,19 @@ def load(path: str | os.PathLike) -> LoadedCampaign:
         raise ConfigError(f"{path}{where}: YAML syntax error ({problem}); {fix}.") from None
     if data is None:
         raise ConfigError(f"{path}: the file is empty; write a campaign (see configs/ for examples).")
+    return load_data(data, path, text=text)
+
+
+def load_data(data: Any, path: Path, text: str | None = None,
+              base_dir: str | None = None) -> LoadedCampaign:
+    """Validate a campaign given as data (a YAML file's contents, or a dict from the Python
+    API); ``path`` names it in messages; ``base_dir`` resolves relative inputs (default: the
+    directory of ``path``)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys (seed, model, score, "
                           f"tams, ...), not a {type(data).__name__}.")
+    if text is None:
+        text = yaml.safe_dump(data, sort_keys=False)
     try:
         campaign = Campaign.model_validate(data)
     except ValidationError as err:
@@ -529,7 +540,7 @@ def load(path: str | os.PathLike) -> LoadedCampaign:
     except ValidationError as err:
         raise ConfigError(format_validation_error(path, err, "model", data=campaign.model,
                                                   model=cls)) from None
-    loaded = LoadedCampaign(campaign, model, path, text)
+    loaded = LoadedCampaign(campaign, model, path, text, base_dir)
     if loaded.n_steps < 1:
         raise ConfigError(f"{path}: key tams.horizon: T/dt = {campaign.tams.horizon}/{model.dt} "
                           "rounds to 0 steps; make the horizon at least one time step.")

@@ -19,3 +19,7 @@ class CampaignFailed(Exception):
     """A model kept failing after its retries; the database is consistent and resumable."""
 
     exit_code = 3
+
+
+class Terminated(BaseException):
+    """SIGTERM: the driver stopped cleanly (database committed) and the CLI exits 143."""

@@ -15,7 +15,48 @@ class ImportPathError(ValueError):
     pass
 
 
+# callables given to the Python API that no import path names (lambdas, closures): resolved
+# in this process only
+_REGISTERED: dict[str, Callable[..., Any]] = {}
+REGISTERED_PREFIX = "tams-registered"
+
+
+def register(fn: Callable[..., Any]) -> str:
+    """A pseudo import path for ``fn``, valid in this process (threads, in-process runs)."""
+    name = getattr(fn, "__qualname__", type(fn).__name__).replace("<", "").replace(">", "")
+    path = f"{REGISTERED_PREFIX}:{name}-{id(fn):x}"
+    _REGISTERED[path] = fn
+    return path
+
+
+def path_of_callable(fn: Callable[..., Any]) -> str:
+    """``module:qualname`` when that import path gives back ``fn`` itself (workers in other
+    processes can then import it), else a registered pseudo path (:func:`register`)."""
+    module, qual = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+    if module and qual and "<" not in qual:
+        try:
+            obj: Any = importlib.import_module(module)
+            for part in qual.split("."):
+                obj = getattr(obj, part)
+            if obj is fn:
+                return f"{module}:{qual}"
+        except (ImportError, AttributeError):
+            pass
+    return register(fn)
+
+
+def is_registered(path: str) -> bool:
+    return path.startswith(REGISTERED_PREFIX + ":")
+
+
 def resolve(path: str, base_dir: str | None = None) -> Callable[..., Any]:
+    if isinstance(path, str) and is_registered(path):
+        try:
+            return _REGISTERED[path]
+        except KeyError:
+            raise ImportPathError(f"{path!r} names a Python function given to tams.run in another "
+                                  "process; give an import path 'module:function' for runners "
+                                  "that start other processes (processes, slurm)") from None
     if not isinstance(path, str) or ":" not in path:
         raise ImportPathError(f"{path!r} is not of the form 'module:function'")
     module_name, _, attr = path.partition(":")
@@ -33,6 +74,10 @@ def resolve(path: str, base_dir: str | None = None) -> Callable[..., Any]:
             "that module") from None
     obj = module
     for part in attr.split("."):
+        if not hasattr(obj, part) and module_name == "__main__":
+            raise ImportPathError(f"{path!r} is a function of a notebook or script, which this "
+                                  "process does not have; such functions run with the threads "
+                                  "runner only: put it in a module for processes or slurm")
         if not hasattr(obj, part):
             names = sorted(n for n, v in vars(module).items()
                            if not n.startswith("_") and inspect.isfunction(v)

@@ -24,7 +24,7 @@ import yaml
 
 from conftest import REPO, assert_same, digest, require
 from orchestrator import config
-from orchestrator.run.driver import Driver
+from orchestrator.runtime.driver import Driver
 from orchestrator.store import Database
 from orchestrator.model import ModelRunError, SegmentRequest
 

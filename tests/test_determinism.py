@@ -14,7 +14,7 @@ import pytest
 
 from conftest import assert_same, digest, write_campaign
 from orchestrator import config
-from orchestrator.run.driver import Driver
+from orchestrator.runtime.driver import Driver
 
 
 def run(path, db):

@@ -11,7 +11,7 @@ from adapters.executable import ExecutableModel, ExecutableModelConfig, namelist
 from adapters.python import PythonModel, PythonModelConfig
 from orchestrator import config
 from orchestrator.core import noise as nz
-from orchestrator.run.driver import Driver
+from orchestrator.runtime.driver import Driver
 from orchestrator.model import SegmentRequest
 
 DW2D = REPO / "containers" / "doublewell2d" / "bin" / "doublewell2d"

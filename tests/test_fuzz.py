@@ -179,7 +179,7 @@ def test_fuzz_model_outputs(exe_model, case):
 # --- 3. damaged databases ----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    from orchestrator.run.driver import Driver
+    from orchestrator.runtime.driver import Driver
     tmp = tmp_path_factory.mktemp("fuzzdb")
     path = write_campaign(tmp, replicas=1, tams__trajectories=8, tams__horizon=2.0,
                           database__run_dir=str(tmp / "states"))

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import write_campaign
 from orchestrator import cli, config
-from orchestrator.run.driver import Driver
+from orchestrator.runtime.driver import Driver
 from orchestrator.store import Database
 from orchestrator.core.returntimes import return_time, return_times
 

@@ -14,7 +14,7 @@ import pytest
 from conftest import write_campaign
 from orchestrator import cli, config
 from orchestrator.core.algorithm import Status
-from orchestrator.run.driver import Driver
+from orchestrator.runtime.driver import Driver
 from orchestrator.store import Database
 
 CLI = [sys.executable, "-m", "orchestrator.cli"]

@@ -19,7 +19,7 @@ import pytest
 
 from conftest import assert_same, digest, require, write_campaign
 from orchestrator import config
-from orchestrator.run.driver import Driver
+from orchestrator.runtime.driver import Driver
 from orchestrator.store import Database
 
 CLI = [sys.executable, "-m", "orchestrator.cli"]

@@ -14,7 +14,7 @@ import pytest
 from conftest import write_campaign
 from test_executable import DW2D, FORTRAN_MODEL
 from orchestrator import config
-from orchestrator.run.driver import Driver
+from orchestrator.runtime.driver import Driver
 from orchestrator.cli import main
 from orchestrator.store import Database
 

@@ -11,7 +11,7 @@ import time
 
 from conftest import assert_same, digest, write_campaign
 from orchestrator import config
-from orchestrator.run.driver import Driver
+from orchestrator.runtime.driver import Driver
 from orchestrator.cli.checkdb import check_database
 from orchestrator.cli import main
 

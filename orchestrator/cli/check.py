@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from orchestrator.core import noise as nz
-from orchestrator.run.driver import Driver
+from orchestrator.runtime.driver import Driver
 from orchestrator.config import load
 from orchestrator.errors import UserError
 from orchestrator.model import ModelRunError, SegmentRequest

@@ -21,40 +21,17 @@ import numpy as np
 from orchestrator.core.algorithm import Outcome
 
 
-def _run_dir(db_path: Path, config_yaml: str) -> Path:
-    import yaml
-    try:
-        d = (yaml.safe_load(config_yaml).get("database") or {}).get("run_dir")
-    except (yaml.YAMLError, AttributeError):
-        d = None
-    return Path(d) if d else db_path.with_suffix(".run")
-
-
 def check_database(path) -> list[str]:
-    import yaml
     from orchestrator.store import Database
-    from orchestrator.store.hdf5 import _rgroup
-    from orchestrator.store.schema import TABLES
     problems: list[str] = []
     path = Path(path)
     with Database(path) as db:
-        cfg = yaml.safe_load(db.config_yaml) or {}
-        try:
-            n = int(cfg["tams"]["trajectories"])
-            target = float(cfg["score"]["target"])
-        except (KeyError, TypeError, ValueError):
-            return [f"{path}: the stored campaign YAML has no tams.trajectories or score.target"]
-        run_dir = _run_dir(path, db.config_yaml)
+        n = db.meta.n
+        target = db.meta.target
+        run_dir = db.run_dir()
         for r in range(db.n_replicas):
             p = f"replica {r}"
-            g = db.f[_rgroup(r)]
-            counts = g["committed"][...]
-            for ti, (table, cols) in enumerate(TABLES.items()):
-                for col in cols:
-                    have = g[table][col].shape[0]
-                    if have < counts[ti]:
-                        problems.append(f"{p}: table {table} column {col} has {have} rows, "
-                                        f"{int(counts[ti])} committed")
+            problems += [f"{p}: {what}" for what in db.short_tables(r)]
             if problems:
                 continue
             rec = db.record(r)

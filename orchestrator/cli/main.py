@@ -15,12 +15,8 @@ import time
 from pathlib import Path
 
 from orchestrator import __version__
-from orchestrator.run.diskuse import dir_bytes
-from orchestrator.errors import CampaignFailed, UserError
-
-
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so every ``finally`` runs."""
+from orchestrator.runtime.diskuse import dir_bytes
+from orchestrator.errors import CampaignFailed, Terminated, UserError
 
 
 def _on_sigterm(signum, frame):
@@ -84,7 +80,7 @@ class _ProgressView:
 
 
 def cmd_run(args) -> int:
-    from orchestrator.run.driver import Driver
+    from orchestrator.runtime.driver import Driver
     from orchestrator.config import load
     loaded = load(args.campaign)
     view = _ProgressView(not args.quiet)
@@ -98,16 +94,26 @@ def cmd_run(args) -> int:
 
 
 # --- status / report ---------------------------------------------------------------------
-def _run_dir(db_path: str, config_yaml: str) -> Path:
-    """The directory holding a campaign's segment directories and states: `database.run_dir`
-    of its YAML (a relative one is taken, as `tams run` does, from the current directory),
-    else the database path with `.run` instead of `.h5`."""
-    import yaml
-    try:
-        run_dir = (yaml.safe_load(config_yaml).get("database") or {}).get("run_dir")
-    except (yaml.YAMLError, AttributeError):
-        run_dir = None
-    return Path(run_dir) if run_dir else Path(db_path).with_suffix(".run")
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "?"
+
+
+def run_state_line(db) -> str:
+    """What the driver does, or when and why it stopped: a run that stopped (signal, model
+    failure) must not look as if it still ran."""
+    rs = db.run_state()
+    active = db.writer_active()
+    if rs.state == "running" and active:
+        return f"run: running (driver pid {rs.pid}, since {_when(rs.time)})"
+    if rs.state == "running":
+        return (f"run: interrupted — the driver (pid {rs.pid}, started {_when(rs.time)}) died "
+                "without stopping cleanly; `tams run` on the campaign resumes it")
+    if rs.state == "finished":
+        return f"run: finished at {_when(rs.time)}"
+    if rs.state in ("stopped", "failed"):
+        why = f" — {rs.reason}" if rs.reason else ""
+        return f"run: {rs.state} at {_when(rs.time)}{why}"
+    return "run: not started"
 
 
 def cmd_status(args) -> int:
@@ -115,30 +121,37 @@ def cmd_status(args) -> int:
     with Database(args.database) as db:
         reps = db.replicas()
         done = sum(v.outcome != 0 for v in reps)
-        run_dir = _run_dir(args.database, db.config_yaml)
+        run_dir = db.run_dir()
         if run_dir.is_dir():
             states = f"states on disk {dir_bytes(run_dir) / 1e6:.1f} MB ({run_dir})"
-        else:  # e.g. a relative run_dir seen from another directory: the driver's last figure
+        else:  # e.g. the run directory moved: the driver's last figure
             states = (f"states on disk {db.state_bytes() / 1e6:.1f} MB (as last measured by the "
                       f"driver; {run_dir} not found from here)")
+        rs = db.run_state()
+        live = rs.state == "running" and db.writer_active()
         print(f"campaign {db.name}: {done}/{len(reps)} replicas done, wall time "
               f"{db.wall_time():.1f} s, {states}")
+        print(run_state_line(db))
+        in_flight = sum(v.in_flight for v in reps) if live else 0
+        if live:
+            running = min(in_flight, rs.workers) if rs.workers else in_flight
+            print(f"segments: {running} running, {in_flight - running} queued "
+                  f"({rs.workers} workers)")
         print(f"{'replica':>7} {'state':>14} {'iter':>6} {'level':>9} {'p (running)':>12} "
               f"{'in flight':>9} {'failed':>6} {'segments':>8} {'steps':>10}")
+        n = db.meta.n
         for v in reps:
-            n = int(_n(db))
             run_p = math.exp(v.log_weight) * v.n_reached / n if v.n_reached else 0.0
             p = v.estimate if v.outcome != 0 else run_p
-            print(f"{v.index:>7} {v.outcome.name.lower():>14} {v.iterations:>6} {_fmt_p(v.level):>9} "
-                  f"{_fmt_p(p):>12} {v.in_flight:>9} {v.failed_segments:>6} {v.segments:>8} "
-                  f"{v.model_steps:>10}")
-        print(_eta(db, reps))
+            state = v.outcome.name.lower()
+            if v.outcome == 0 and not live:
+                state = "stopped" if rs.state in ("stopped", "failed") else "interrupted"
+            print(f"{v.index:>7} {state:>14} {v.iterations:>6} {_fmt_p(v.level):>9} "
+                  f"{_fmt_p(p):>12} {v.in_flight if live else 0:>9} {v.failed_segments:>6} "
+                  f"{v.segments:>8} {v.model_steps:>10}")
+        print(_eta(db, reps) if live or done == len(reps) else
+              "ETA: none while stopped (run `tams run` on the campaign to resume)")
     return 0
-
-
-def _n(db) -> int:
-    import yaml
-    return int(yaml.safe_load(db.config_yaml)["tams"]["trajectories"])
 
 
 def _eta(db, reps) -> str:
@@ -148,10 +161,7 @@ def _eta(db, reps) -> str:
     replicas where trajectories already reached the target, else extrapolated from each replica's
     levels (log W linear in the level over the recent half of its iterations, extrapolated
     to the target).  Remaining iterations times the driver's wall time per iteration so far."""
-    import yaml
-    cfg = yaml.safe_load(db.config_yaml)
-    n, k = int(cfg["tams"]["trajectories"]), int(cfg["tams"].get("kill_per_iteration", 1))
-    target = float(cfg["score"]["target"])
+    n, k, target = db.meta.n, db.meta.k, db.meta.target
     per_iter = math.log1p(-k / n)
     running = [v for v in reps if v.outcome == 0]
     if not running:

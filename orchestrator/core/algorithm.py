@@ -155,3 +155,28 @@ def log_estimate(log_weight: float, n_reached: int, n: int) -> float:
     if n_reached <= 0:
         return -math.inf
     return log_weight + math.log(n_reached / n)
+
+
+def running_max_records(scores: np.ndarray, first_step: int,
+                        previous_max: float = -math.inf) -> tuple[np.ndarray, np.ndarray]:
+    """The records of a path's running maximum among new scores: the steps whose score
+    exceeds every earlier score of the path (``previous_max`` is the maximum before
+    ``first_step``), and those scores (strictly increasing).
+
+    Why: the branch step of a survivor -- its first step above the level -- is the first
+    record above the level (:func:`branch_step_from_records`), so the driver keeps these few
+    records per member instead of walking a survivor's full path at every iteration.
+    """
+    if not scores.size:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    prev = np.maximum.accumulate(np.concatenate(([previous_max], scores[:-1])))
+    rec = np.flatnonzero(scores > prev)
+    return (first_step + rec).astype(np.int64), scores[rec]
+
+
+def branch_step_from_records(rec_steps: np.ndarray, rec_vals: np.ndarray, level: float) -> int:
+    """:func:`branch_step` of the path whose running-maximum records these are."""
+    i = int(np.searchsorted(rec_vals, level, side="right"))
+    if i >= rec_vals.size:
+        raise ValueError("the survivor never rises above the level; it cannot be a survivor")
+    return int(rec_steps[i])

@@ -23,7 +23,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import yaml
 
 from orchestrator.core.stats import t975
 
@@ -90,8 +89,7 @@ def exceedance(maxima: np.ndarray, log_weights: np.ndarray, amplitudes) -> np.nd
 
 
 def window_of(db) -> float:
-    cfg = yaml.safe_load(db.config_yaml)
-    return float(cfg["tams"]["horizon"])
+    return float(db.meta.horizon)
 
 
 def _finished(db) -> list[int]:
@@ -116,7 +114,7 @@ def amplitude_grid(db, quantity: str = "score", n: int = 12) -> np.ndarray:
     a0 = float(np.nanmedian(np.concatenate(lo)))
     a1 = float(min(hi)) if hi else float(np.nanmax(np.concatenate(lo)))
     if quantity == "score":
-        a1 = min(a1, float(yaml.safe_load(db.config_yaml)["score"]["target"]))
+        a1 = min(a1, float(db.meta.target))
     return np.linspace(a0, a1, n)
 
 

@@ -1,5 +1,10 @@
-"""The campaign store (DESIGN §9): the HDF5 file (the only module importing h5py), the
-in-memory store, and the read API that `status`, `report`, `export` and `check-db` use."""
-from orchestrator.store.reader import Database, ReplicaRecord, ReplicaView, Trajectory, Writer
+"""The campaign store (DESIGN §9): a small interface (:class:`Store`) with an in-memory and an
+HDF5 implementation (the only module importing h5py), and the read API (:class:`Database`)
+that `status`, `report`, `export` and `check-db` use on either."""
+from orchestrator.store.base import ReplicaRecord, RunState, Store
+from orchestrator.store.hdf5 import HDF5Store, Writer
+from orchestrator.store.memory import MemoryStore
+from orchestrator.store.reader import Database, ReplicaView, Trajectory
 
-__all__ = ["Database", "Writer", "ReplicaRecord", "Trajectory", "ReplicaView"]
+__all__ = ["Database", "HDF5Store", "MemoryStore", "ReplicaRecord", "ReplicaView", "RunState",
+           "Store", "Trajectory", "Writer"]

@@ -1,6 +1,6 @@
-"""The HDF5 database: the only module that touches h5py.
+"""The HDF5 store: the only module that imports h5py, and it exposes no h5py object.
 
-Writer: one driver process, SWMR mode (readers see a consistent file at every moment, and a
+:class:`HDF5Store` (alias ``Writer``) is the driver's handle: one driver process, SWMR mode (readers see a consistent file at every moment, and a
 SIGKILLed writer leaves a file whose flushed contents are intact).  Every structure is made
 before SWMR starts (SWMR forbids new objects later), so the replica count is fixed at
 creation.  Rows are buffered and committed in batches: rows first, flush, then the
@@ -13,17 +13,17 @@ import fcntl
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import h5py
 import numpy as np
 
 from orchestrator import SCHEMA_VERSION, __version__
+from orchestrator.core.meta import CampaignMeta
 from orchestrator.errors import DatabaseError
+from orchestrator.store.base import ReplicaRecord, RunState, Store, empty_summary, new_run_state
 from orchestrator.store.h5clear import clear_write_flags
-from orchestrator.store.schema import CHUNK, SUMMARY, TABLES
+from orchestrator.store.schema import CHUNK, TABLES
 
 TABLE_NAMES = tuple(TABLES)
 # Shuffle + LZF: the integer columns (trajectory ids, steps, checkpoint indexes) shrink
@@ -32,18 +32,15 @@ TABLE_NAMES = tuple(TABLES)
 # flipped byte in a chunk (or in the committed counters) would be read back silently.
 COMPRESS = {"shuffle": True, "compression": "lzf", "fletcher32": True}
 CHECKSUM = {"fletcher32": True, "chunks": True}
+# HDF5 caches up to 1 MiB of chunks per open dataset by default; a campaign of 64 replicas
+# has ~1 300 datasets, so the default let the cache alone grow past a gigabyte of driver
+# memory.  One chunk per dataset is what appending needs (the partial last chunk).
+CHUNK_CACHE = 256 * 1024
+RUN_STATE = np.dtype("S2048")
 
 
 def _rgroup(r: int) -> str:
     return f"replicas/{r:04d}"
-
-
-@dataclass
-class ReplicaRecord:
-    """Every committed row of one replica, as numpy columns (used to resume)."""
-
-    tables: dict[str, dict[str, np.ndarray]]
-    summary: np.void
 
 
 class Lock:
@@ -87,38 +84,33 @@ def _open_for_writing(path: Path, patience: float = 10.0) -> h5py.File:
     deadline = time.monotonic() + patience
     while True:
         try:
-            return h5py.File(path, "r+", libver="latest")
+            return h5py.File(path, "r+", libver="latest", rdcc_nbytes=CHUNK_CACHE)
         except OSError as exc:
             if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
 
 
-class Writer:
-    """The driver's handle on the database."""
+class HDF5Store(Store):
+    """The driver's handle on the database file."""
 
     def __init__(self, path: Path, f: h5py.File, lock: Lock):
+        meta = CampaignMeta.from_json(str(f.attrs["meta"]))
+        super().__init__(meta)
         self.path = path
-        self.f = f
+        self._f = f
         self.lock = lock
-        self.n_replicas = int(f.attrs["replicas"])
-        self.n_obs = int(f.attrs["n_observables"])
-        self._buffers: list[dict[str, dict[str, list]]] = [
-            {t: {c: [] for c in cols} for t, cols in TABLES.items()} for _ in range(self.n_replicas)]
-        self._dirty: set[int] = set()
         self._counts = [np.array(f[_rgroup(r)]["committed"][...]) for r in range(self.n_replicas)]
         self._summary = [f[_rgroup(r)]["summary"][0] for r in range(self.n_replicas)]
-        self.last_commit = time.monotonic()
         self._ds = {(r, t, c): f[_rgroup(r)][t][c] for r in range(self.n_replicas)
                     for t, cols in TABLES.items() for c in cols}
-        self._meta = {r: (f[_rgroup(r)]["committed"], f[_rgroup(r)]["summary"])
-                      for r in range(self.n_replicas)}
+        self._meta_ds = {r: (f[_rgroup(r)]["committed"], f[_rgroup(r)]["summary"])
+                         for r in range(self.n_replicas)}
 
     # --- creation / opening -------------------------------------------------------------
     @classmethod
-    def create(cls, path: Path, *, config_text: str, seed: int, replicas: int,
-               observables: list[dict], name: str, fingerprint: str,
-               identity: str = "{}") -> "Writer":
+    def create(cls, path: Path, meta: CampaignMeta, *, config_text: str, fingerprint: str,
+               identity: str = "{}") -> "HDF5Store":
         path.parent.mkdir(parents=True, exist_ok=True)  # before the lock file goes there
         lock = Lock(path)
         lock.acquire()
@@ -130,14 +122,13 @@ class Writer:
             f.attrs["config_yaml"] = config_text
             f.attrs["fingerprint"] = fingerprint
             f.attrs["identity"] = identity
-            f.attrs["seed"] = np.int64(seed)
-            f.attrs["replicas"] = np.int64(replicas)
-            f.attrs["name"] = name
-            f.attrs["observables"] = json.dumps(observables)
-            f.attrs["n_observables"] = np.int64(len(observables))
+            f.attrs["meta"] = meta.to_json()
+            f.attrs["seed"] = np.int64(meta.seed)
+            f.attrs["replicas"] = np.int64(meta.replicas)
+            f.attrs["name"] = meta.name
             f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            n_obs = len(observables)
-            for r in range(replicas):
+            n_obs = len(meta.observables)
+            for r in range(meta.replicas):
                 g = f.create_group(_rgroup(r))
                 for table, cols in TABLES.items():
                     tg = g.create_group(table)
@@ -149,15 +140,13 @@ class Writer:
                             tg.create_dataset(col, shape=(0,), maxshape=(None,), dtype=dt,
                                               chunks=(CHUNK,), **COMPRESS)
                 g.create_dataset("committed", data=np.zeros(len(TABLES), dtype=np.int64), **CHECKSUM)
-                s = np.zeros(1, dtype=SUMMARY)
-                s["estimate"] = np.nan
-                s["log_estimate"] = np.nan
-                s["level"] = np.nan
-                g.create_dataset("summary", data=s, **CHECKSUM)
+                g.create_dataset("summary", data=np.array([empty_summary()]), **CHECKSUM)
             g = f.create_group("run")
             g.create_dataset("wall_time", data=np.zeros(1), **CHECKSUM)
             g.create_dataset("sessions", data=np.zeros(1, dtype=np.int64), **CHECKSUM)
             g.create_dataset("state_bytes", data=np.zeros(1, dtype=np.int64), **CHECKSUM)
+            g.create_dataset("state", data=np.array([RunState().to_json().encode()],
+                                                    dtype=RUN_STATE), **CHECKSUM)
             f.close()
             os.replace(tmp, path)  # a database either exists whole or not at all
             f = _open_for_writing(path)
@@ -168,7 +157,7 @@ class Writer:
             raise
 
     @classmethod
-    def open(cls, path: Path) -> "Writer":
+    def open(cls, path: Path) -> "HDF5Store":
         lock = Lock(path)
         lock.acquire()
         try:
@@ -179,6 +168,11 @@ class Writer:
             except (OSError, ValueError) as exc:
                 raise DatabaseError(f"{path}: not a usable database ({exc}); move it away or give "
                                     "another database.path.") from None
+            version = _schema_version(path)
+            if version is not None and version != SCHEMA_VERSION:
+                raise DatabaseError(f"{path}: database schema version {version} is not "
+                                    f"{SCHEMA_VERSION}; use the tams version that made it or a new "
+                                    "database.path.")
             try:
                 _validate(path)
             except Exception as exc:  # noqa: BLE001 - any failure to read is damage
@@ -193,16 +187,10 @@ class Writer:
             except OSError as exc:
                 raise DatabaseError(f"{path}: cannot open the database for writing ({exc}); "
                                     "move it away or give another database.path.") from None
-            version = f.attrs.get("schema_version")
-            if version is None or "replicas" not in f.attrs:
+            if "meta" not in f.attrs or "replicas" not in f.attrs:
                 f.close()
                 raise DatabaseError(f"{path}: an HDF5 file but not a tams database; move it away "
                                     "or give another database.path.")
-            if int(version) != SCHEMA_VERSION:
-                f.close()
-                raise DatabaseError(f"{path}: database schema version {int(version)} is not "
-                                    f"{SCHEMA_VERSION}; use the tams version that made it or a new "
-                                    "database.path.")
             # truncate rows beyond the committed counters (debris of a killed driver)
             for r in range(int(f.attrs["replicas"])):
                 g = f[_rgroup(r)]
@@ -221,34 +209,31 @@ class Writer:
     # --- attributes ---------------------------------------------------------------------
     @property
     def fingerprint(self) -> str:
-        return str(self.f.attrs["fingerprint"])
+        return str(self._f.attrs["fingerprint"])
+
+    @property
+    def identity(self) -> str:
+        return str(self._f.attrs.get("identity", "{}"))
 
     @property
     def config_text(self) -> str:
-        return str(self.f.attrs["config_yaml"])
-
-    # --- buffered appends ---------------------------------------------------------------
-    def append(self, replica: int, table: str, **columns: Any) -> None:
-        """Buffer rows (scalars or equal-length arrays) for ``table`` of ``replica``."""
-        buf = self._buffers[replica][table]
-        for col in TABLES[table]:
-            buf[col].append(columns[col])
-        self._dirty.add(replica)
-
-    def set_summary(self, replica: int, **values: Any) -> None:
-        s = self._summary[replica]
-        for k, v in values.items():
-            s[k] = v
-        self._dirty.add(replica)
-
-    def add_wall_time(self, seconds: float) -> None:
-        self._wall_pending = getattr(self, "_wall_pending", 0.0) + seconds
+        return str(self._f.attrs["config_yaml"])
 
     def set_state_bytes(self, n: int) -> None:
-        self.f["run/state_bytes"][0] = n
+        self._f["run/state_bytes"][0] = n
 
-    def pending_rows(self) -> int:
-        return sum(len(b["segments"]["traj"]) for b in self._buffers)
+    def state_bytes(self) -> int:
+        return int(self._f["run/state_bytes"][0])
+
+    def wall_time(self) -> float:
+        return float(self._f["run/wall_time"][0]) + self._wall_pending
+
+    def set_run_state(self, state: str, reason: str = "", workers: int = 0) -> None:
+        self._f["run/state"][0] = new_run_state(state, reason, workers).to_json().encode()[:2048]
+        self._f.flush()
+
+    def run_state(self) -> RunState:
+        return RunState.from_json(bytes(self._f["run/state"][0]).decode(errors="replace"))
 
     def commit(self) -> None:
         """Write buffered rows, flush, then the counters and summaries, flush."""
@@ -256,60 +241,59 @@ class Writer:
         new_counts = {}
         for r in dirty:
             counts = self._counts[r].copy()
-            for ti, (table, cols) in enumerate(TABLES.items()):
-                buf = self._buffers[r][table]
-                if not buf[next(iter(cols))]:
+            rows = self._take_rows(r)
+            for ti, table in enumerate(TABLES):
+                if table not in rows:
                     continue
                 n0 = int(counts[ti])
-                n_new = None
-                for col, dt in cols.items():
-                    parts = buf[col]
-                    if table == "steps" and col == "obs":
-                        data = np.concatenate([np.asarray(p, dtype=dt).reshape(-1, self.n_obs)
-                                               for p in parts])
-                    else:
-                        data = np.concatenate([np.atleast_1d(np.asarray(p, dtype=dt))
-                                               for p in parts])
-                    if n_new is None:
-                        n_new = data.shape[0]
-                    elif data.shape[0] != n_new:
-                        raise AssertionError(f"table {table}: column {col} has {data.shape[0]} "
-                                             f"rows, expected {n_new}")
+                n_new = 0
+                for col, data in rows[table].items():
+                    n_new = data.shape[0]
                     ds = self._ds[(r, table, col)]
                     ds.resize(n0 + n_new, axis=0)
                     ds[n0:n0 + n_new] = data
-                    parts.clear()
                 counts[ti] = n0 + n_new
             new_counts[r] = counts
         if dirty:
-            self.f.flush()
+            self._f.flush()
         for r in dirty:
-            committed, summary = self._meta[r]
+            committed, summary = self._meta_ds[r]
             committed[...] = new_counts[r]
             self._counts[r] = new_counts[r]
             summary[0] = self._summary[r]
-        wall = getattr(self, "_wall_pending", 0.0)
-        if wall:
-            self.f["run/wall_time"][0] += wall
+        if self._wall_pending:
+            self._f["run/wall_time"][0] += self._wall_pending
             self._wall_pending = 0.0
-        self.f.flush()
+        self._f.flush()
         self._dirty.clear()
         self.last_commit = time.monotonic()
 
     def new_session(self) -> None:
-        self.f["run/sessions"][0] += 1
+        self._f["run/sessions"][0] += 1
 
     # --- reading back (resume) ----------------------------------------------------------
     def load_replica(self, r: int) -> ReplicaRecord:
-        return _load_replica(self.f, r, self._counts[r])
+        return _load_replica(self._f, r, self._counts[r])
 
     def close(self) -> None:
         try:
-            if self.f.id.valid:
+            if self._f.id.valid:
                 self.commit()
-                self.f.close()
+                self._f.close()
         finally:
             self.lock.release()
+
+
+Writer = HDF5Store  # the name before the store interface
+
+
+def _schema_version(path: Path) -> int | None:
+    try:
+        with h5py.File(path, "r", libver="latest") as f:
+            v = f.attrs.get("schema_version")
+            return None if v is None else int(v)
+    except Exception:  # noqa: BLE001 - damage is reported by _validate
+        return None
 
 
 def _validate(path: Path) -> None:
@@ -317,7 +301,7 @@ def _validate(path: Path) -> None:
     fails here, at once (an SWMR handle retries a bad checksum with back-off for up to an
     hour) and before the writer has touched it."""
     with h5py.File(path, "r", libver="latest") as f:
-        for key in ("schema_version", "replicas", "n_observables", "fingerprint", "config_yaml"):
+        for key in ("schema_version", "replicas", "meta", "fingerprint", "config_yaml"):
             f.attrs[key]
         for r in range(int(f.attrs["replicas"])):
             g = f[_rgroup(r)]
@@ -332,7 +316,7 @@ def _validate(path: Path) -> None:
                         raise ValueError(f"replica {r}: table {table} column {col} has "
                                          f"{ds.shape[0]} rows, {int(counts[ti])} committed")
                     ds[:int(counts[ti])]
-        for key in ("wall_time", "sessions", "state_bytes"):
+        for key in ("wall_time", "sessions", "state_bytes", "state"):
             f["run"][key][...]
 
 
@@ -361,7 +345,7 @@ def _writer_active(path: Path) -> bool:
         return True
 
 
-def open_reader(path: Path) -> h5py.File:
+def _open_reader_file(path: Path) -> h5py.File:
     """Open for reading.  SWMR only while a writer runs: an SWMR reader retries a metadata
     block whose checksum fails (it might be mid-write) with back-off for up to an hour, so a
     damaged file would hang `tams status` instead of failing at once."""
@@ -384,12 +368,77 @@ def open_reader(path: Path) -> h5py.File:
                             "the .h5 file a `tams run` made.") from None
 
 
-def read_replica(f: h5py.File, r: int) -> ReplicaRecord:
-    g = f[_rgroup(r)]
-    for ds in (g["committed"], g["summary"]):
+class HDF5Reader:
+    """Read-only access to a database file, safe while a driver writes it (SWMR).  The same
+    methods as a :class:`~orchestrator.store.base.Store`'s read side, so the read API
+    (:class:`orchestrator.store.reader.Database`) works on either."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._f = _open_reader_file(self.path)
+        a = self._f.attrs
+        version = a.get("schema_version")
+        if version is not None and "replicas" in a and int(version) != SCHEMA_VERSION:
+            self._f.close()
+            raise DatabaseError(f"{self.path}: database schema version {int(version)} is not "
+                                f"{SCHEMA_VERSION}; read it with the tams version that made it.")
+        missing = [k for k in ("meta", "replicas", "config_yaml", "schema_version",
+                               "software_version") if k not in a]
+        if missing:
+            self._f.close()
+            raise DatabaseError(f"{self.path}: an HDF5 file but not a tams database (no root "
+                                f"attribute {missing[0]!r}); give the path of the .h5 file a "
+                                "`tams run` made.")
+        self.meta = CampaignMeta.from_json(str(a["meta"]))
+        self.n_replicas = int(a["replicas"])
+        self.config_text = str(a["config_yaml"])
+        self.schema_version = int(a["schema_version"])
+        self.software_version = str(a["software_version"])
+        self.created = str(a.get("created", ""))
+
+    def close(self) -> None:
+        self._f.close()
+
+    def _run_value(self, key: str):
+        ds = self._f["run"][key]
         ds.refresh()
-    counts = g["committed"][...]
-    for table, cols in TABLES.items():
-        for col in cols:
-            g[table][col].refresh()
-    return _load_replica(f, r, counts)
+        return ds[0]
+
+    def wall_time(self) -> float:
+        return float(self._run_value("wall_time"))
+
+    def state_bytes(self) -> int:
+        return int(self._run_value("state_bytes"))
+
+    def sessions(self) -> int:
+        return int(self._run_value("sessions"))
+
+    def run_state(self) -> RunState:
+        return RunState.from_json(bytes(self._run_value("state")).decode(errors="replace"))
+
+    def load_replica(self, r: int) -> ReplicaRecord:
+        g = self._f[_rgroup(r)]
+        for ds in (g["committed"], g["summary"]):
+            ds.refresh()
+        counts = g["committed"][...]
+        for table, cols in TABLES.items():
+            for col in cols:
+                g[table][col].refresh()
+        return _load_replica(self._f, r, counts)
+
+    def writer_active(self) -> bool:
+        """Does a live driver hold the database's lock?"""
+        return _writer_active(self.path)
+
+    def short_tables(self, r: int) -> list[str]:
+        """Columns holding fewer rows than the replica's committed counter (damage)."""
+        g = self._f[_rgroup(r)]
+        counts = g["committed"][...]
+        out = []
+        for ti, (table, cols) in enumerate(TABLES.items()):
+            for col in cols:
+                have = g[table][col].shape[0]
+                if have < counts[ti]:
+                    out.append(f"table {table} column {col} has {have} rows, "
+                               f"{int(counts[ti])} committed")
+        return out

@@ -1,8 +1,10 @@
-"""The campaign database (DESIGN §9).  Only this package touches h5py.
+"""The read API of a campaign (DESIGN §9): what `status`, `report`, `export` and `check-db` use.
 
-``Database(path)`` is the read API: replicas, iterations, trajectories with their full path
-(the parent's prefix up to the branch step plus the trajectory's own steps), the estimate.
-It can be used while a driver is writing the file (HDF5 SWMR).
+``Database(path)`` reads an HDF5 file (safe while a driver writes it); ``Database(store)``
+reads a :class:`~orchestrator.store.memory.MemoryStore` (a notebook's or a test's run) the
+same way: replicas, iterations, trajectories with their full path (the parent's prefix up to
+the branch step plus the trajectory's own steps), weights, estimates, and the campaign's
+typed metadata (``Database.meta``), so no reader parses the stored YAML.
 """
 from __future__ import annotations
 
@@ -14,8 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.core.algorithm import Outcome, Status
+from orchestrator.core.meta import CampaignMeta
 from orchestrator.errors import DatabaseError
-from orchestrator.store.hdf5 import ReplicaRecord, Writer, open_reader, read_replica
+from orchestrator.store.base import ReplicaRecord, RunState, Store
+from orchestrator.store.hdf5 import HDF5Reader, Writer
 
 __all__ = ["Database", "Writer", "ReplicaRecord", "Trajectory", "ReplicaView"]
 
@@ -56,32 +60,35 @@ class ReplicaView:
 
 
 class Database:
-    """Read access to a campaign database, safe while a run writes it."""
+    """Read access to a campaign: an HDF5 file (safe while a run writes it) or a store."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.f = open_reader(self.path)
-        a = self.f.attrs
-        missing = [k for k in ("seed", "replicas", "name", "config_yaml", "schema_version",
-                               "software_version", "observables") if k not in a]
-        if missing:
-            self.f.close()
-            raise DatabaseError(f"{self.path}: an HDF5 file but not a tams database (no root "
-                                f"attribute {missing[0]!r}); give the path of the .h5 file a "
-                                "`tams run` made.")
-        self.seed = int(a["seed"])
-        self.n_replicas = int(a["replicas"])
-        self.name = str(a["name"])
-        self.config_yaml = str(a["config_yaml"])
-        self.schema_version = int(a["schema_version"])
-        self.software_version = str(a["software_version"])
-        self.observables = [o["name"] for o in json.loads(a["observables"])]
-        self.observable_specs = json.loads(a["observables"])
+    def __init__(self, source: str | Path | Store):
+        if isinstance(source, Store):
+            self.path = Path(getattr(source, "path", "(in memory)"))
+            self._src = source
+            self.schema_version = 0
+            self.software_version = ""
+            self._owned = False
+        else:
+            self.path = Path(source)
+            self._src = HDF5Reader(self.path)
+            self.schema_version = self._src.schema_version
+            self.software_version = self._src.software_version
+            self._owned = True
+        self.meta: CampaignMeta = self._src.meta
+        self.config_yaml = self._src.config_text
+        self.seed = self.meta.seed
+        self.n_replicas = self.meta.replicas
+        self.name = self.meta.name
+        self.observables = self.meta.observable_names
+        self.observable_specs = [{"name": o.name, "units": o.units, "long_name": o.long_name}
+                                 for o in self.meta.observables]
         self._cache: dict[int, ReplicaRecord] = {}
         self._index_cache: dict = {}
 
     def close(self) -> None:
-        self.f.close()
+        if self._owned:
+            self._src.close()
 
     def __enter__(self):
         return self
@@ -95,7 +102,7 @@ class Database:
 
     def record(self, r: int) -> ReplicaRecord:
         if r not in self._cache:
-            self._cache[r] = read_replica(self.f, r)
+            self._cache[r] = self._src.load_replica(r)
         return self._cache[r]
 
     def replica(self, r: int) -> ReplicaView:
@@ -109,6 +116,26 @@ class Database:
     def replicas(self) -> list[ReplicaView]:
         return [self.replica(r) for r in range(self.n_replicas)]
 
+    def run_state(self) -> RunState:
+        """What the driver is doing, or when and why it stopped."""
+        return self._src.run_state()
+
+    def writer_active(self) -> bool:
+        """Does a live driver write this database now?  (A store in memory: never.)"""
+        fn = getattr(self._src, "writer_active", None)
+        return bool(fn()) if fn else False
+
+    def short_tables(self, r: int) -> list[str]:
+        """Columns with fewer rows than committed (damage; HDF5 files only)."""
+        fn = getattr(self._src, "short_tables", None)
+        return fn(r) if fn else []
+
+    def run_dir(self) -> Path:
+        """The directory of the campaign's segment directories and states."""
+        if self.meta.run_dir and Path(self.meta.run_dir).is_dir():
+            return Path(self.meta.run_dir)
+        return self.path.with_suffix(".run")
+
     def iterations(self, r: int) -> dict[str, np.ndarray]:
         return dict(self.record(r).tables["iterations"])
 
@@ -119,14 +146,10 @@ class Database:
         return np.array([v.estimate for v in self.replicas()])
 
     def wall_time(self) -> float:
-        ds = self.f["run/wall_time"]
-        ds.refresh()
-        return float(ds[0])
+        return self._src.wall_time()
 
     def state_bytes(self) -> int:
-        ds = self.f["run/state_bytes"]
-        ds.refresh()
-        return int(ds[0])
+        return self._src.state_bytes()
 
     def _index(self, replica: int):
         """Per replica, computed once: the steps table's rows sorted by (trajectory, step),

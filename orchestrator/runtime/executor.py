@@ -15,7 +15,7 @@ from pathlib import Path
 
 from orchestrator.config import RunnerSection
 from orchestrator.model import SegmentRequest
-from orchestrator.run.worker import run_segment, shutdown_models
+from orchestrator.runtime.worker import run_segment, shutdown_models
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +185,8 @@ class Executor:
         self.run_dir = run_dir
         self.dfk = None
         self._app = None
+        self._capacity = 0
+        self._capacity_at = -1e9
 
     def __enter__(self) -> "Executor":
         import parsl
@@ -200,6 +202,32 @@ class Executor:
 
     def submit(self, spec, request: SegmentRequest, collect: bool = True) -> Future:
         return self._app(spec, request, collect)
+
+    def capacity(self) -> int:
+        """Segments that can run at once now: the configured workers for threads and local
+        processes; for Slurm, the workers of the blocks connected now (asked at most every
+        2 s: each question is a round trip to the interchange)."""
+        if self.runner.kind != "slurm" or self.dfk is None:
+            return self.runner.workers
+        import time
+        now = time.monotonic()
+        if now - self._capacity_at > 2.0:
+            self._capacity_at = now
+            try:
+                ex = self.dfk.executors["tams"]
+                self._capacity = sum(int(m.get("worker_count", 0))
+                                     for m in ex.connected_managers() if m.get("active", True))
+            except Exception:  # noqa: BLE001 - the interchange is starting or going away
+                pass
+        return self._capacity
+
+    @staticmethod
+    def is_lost(exc: BaseException) -> bool:
+        return lost_worker(exc)
+
+    @staticmethod
+    def is_fatal(exc: BaseException) -> bool:
+        return executor_failed(exc)
 
     def __exit__(self, *exc) -> None:
         self.close()

@@ -1,2 +1,0 @@
-"""The run: the driver loop, the retry policy, the executors (Parsl and in-process) and the
-code that runs inside a worker."""

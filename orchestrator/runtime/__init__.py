@@ -1,0 +1,2 @@
+"""The runtime: the driver loop, the retry policy, the executors (Parsl and in-process) and the
+code that runs inside a worker."""
