@@ -34,19 +34,21 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from orchestrator.store import Writer  # noqa: E402
+from orchestrator.core.ensemble import Ensemble  # noqa: E402
+from orchestrator.core.meta import CampaignMeta, ObservableMeta, Settings  # noqa: E402
 from orchestrator.model import Checkpoints, Provenance, SegmentResult  # noqa: E402
-from orchestrator.core.ensemble import Replica, Settings  # noqa: E402
+from orchestrator.store import HDF5Store  # noqa: E402
 
 SEGMENT = 100
 DRIFT = 4.0
 
 
-def settings(n: int, max_iterations: int) -> Settings:
-    return Settings(seed=1, n=n, k=1, target=1e300, score_a=0.0, horizon=10**9,
-                    max_iterations=max_iterations, segment_steps=SEGMENT, dt=0.1,
-                    noise_mode="seed", noise_dim=1, checkpoint_every=1, n_obs=1, parameters={},
-                    timeout=None)
+def meta(n: int, max_iterations: int) -> CampaignMeta:
+    return CampaignMeta(name="scaling", seed=1, replicas=1, algorithm="tams", n=n, k=1,
+                        target=1e300, score_a=0.0, horizon_steps=10**9, dt=0.1,
+                        max_iterations=max_iterations, segment_steps=SEGMENT, noise_mode="seed",
+                        noise_dim=1, checkpoint_every=1, observables=(ObservableMeta("u"),),
+                        adapter="synthetic")
 
 
 def synth(task, rep) -> SegmentResult:
@@ -83,9 +85,9 @@ def peak_mb() -> float:
 class Run:
     def __init__(self, tmp: str, n: int, max_iterations: int, commit_every: int):
         self.path = Path(tmp, f"n{n}-{max_iterations}.h5")
-        self.db = Writer.create(self.path, config_text="", seed=1, replicas=1,
-                                observables=[{"name": "u"}], name="scaling", fingerprint="x")
-        self.rep = Replica(0, settings(n, max_iterations), self.db, score, tmp, None, lambda p: p)
+        m = meta(n, max_iterations)
+        self.db = HDF5Store.create(self.path, m, config_text="", fingerprint="x")
+        self.rep = Ensemble(0, Settings(m), score, tmp, None, lambda p: p)
         self.commit_every = commit_every
         self.commit_s = 0.0
         self.commits = 0
@@ -98,6 +100,7 @@ class Run:
             res = synth(task, self.rep)
             self.rep.validate(task.request, res)
             queue += self.rep.on_result(task, res)
+            self.db.record(self.rep.drain())
             self.done += 1
             if self.done % self.commit_every == 0:
                 t = time.perf_counter()
@@ -123,6 +126,7 @@ def cost_vs_n(tmp: str, ns, iterations: int, commit_every: int) -> None:
         run = Run(tmp, n, iterations, commit_every)
         t0 = time.perf_counter()
         tasks = run.rep.start()
+        run.db.record(run.rep.drain())
         rest = run.feed(tasks, until_iteration=0)  # stops once iteration 1 is decided
         t_init = time.perf_counter() - t0
         c0, i0 = run.commit_s, run.rep.iteration
@@ -144,6 +148,7 @@ def cost_vs_history(tmp: str, total: int, window: int, n: int, commit_every: int
           f"{'live trajectories':>18} {'peak RSS MB':>12}")
     run = Run(tmp, n, total, commit_every)
     queue = run.rep.start()
+    run.db.record(run.rep.drain())
     t = time.perf_counter()
     last_it = 0
     last_seg = 0
@@ -152,6 +157,7 @@ def cost_vs_history(tmp: str, total: int, window: int, n: int, commit_every: int
         task = queue.pop()
         res = synth(task, run.rep)
         queue += run.rep.on_result(task, res)
+        run.db.record(run.rep.drain())
         run.done += 1
         if run.done % commit_every == 0:
             run.db.commit()

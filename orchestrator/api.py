@@ -34,7 +34,8 @@ from orchestrator.imports import path_of_callable
 __all__ = ["load_campaign", "run", "RunResult", "ReplicaResult"]
 
 # keys of a campaign that may hold a callable instead of an import path
-_CALLABLE_KEYS = (("model", "step"), ("model", "observe"), ("score", "function"))
+_CALLABLE_KEYS = (("model", "step"), ("model", "observe"), ("model", "segment"),
+                  ("score", "function"))
 
 
 def _replace_callables(data: dict) -> dict:

@@ -22,9 +22,17 @@ REGISTERED_PREFIX = "tams-registered"
 
 
 def register(fn: Callable[..., Any]) -> str:
-    """A pseudo import path for ``fn``, valid in this process (threads, in-process runs)."""
-    name = getattr(fn, "__qualname__", type(fn).__name__).replace("<", "").replace(">", "")
-    path = f"{REGISTERED_PREFIX}:{name}-{id(fn):x}"
+    """A pseudo import path for ``fn``, valid in this process (threads, in-process runs).
+
+    The path is made of the function's module and name, not its address, so the same
+    notebook cell run in a new session gives the same campaign identity (and can resume);
+    a different function with a name already taken gets a numbered one."""
+    name = (f"{getattr(fn, '__module__', '') or ''}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+            .replace("<", "").replace(">", "").strip("."))
+    path, i = f"{REGISTERED_PREFIX}:{name}", 1
+    while _REGISTERED.get(path, fn) is not fn:
+        i += 1
+        path = f"{REGISTERED_PREFIX}:{name}-{i}"
     _REGISTERED[path] = fn
     return path
 

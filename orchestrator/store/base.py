@@ -155,9 +155,10 @@ class Store(abc.ABC):
                 if table == "steps" and col == "obs":
                     data = np.concatenate([np.asarray(p, dtype=dt).reshape(-1, self.n_obs)
                                            for p in parts])
-                else:
-                    data = np.concatenate([np.atleast_1d(np.asarray(p, dtype=dt))
-                                           for p in parts])
+                elif isinstance(parts[0], np.ndarray):  # columnar events: one array each
+                    data = np.concatenate(parts).astype(dt, copy=False)
+                else:  # one scalar per row (created, segments, trajectories, ...)
+                    data = np.array(parts, dtype=dt)
                 if n_new is None:
                     n_new = data.shape[0]
                 elif data.shape[0] != n_new:
