@@ -51,3 +51,42 @@ def test_a_wrong_records_rule_would_be_caught():
     rs, rv = alg.running_max_records(path, 1)
     assert rs.tolist() == [1, 2, 4]
     assert alg.branch_step_from_records(rs, rv, 0.5) == 4 == _plain_branch_step(path, 0.5)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_checkpoint_runs_answer_like_a_plain_list(seed):
+    """core/checkpoints.py (runs) against the plain rows it replaces, on random patterns:
+    regular strides with a last-step tail, several files, single-state files (index -1)."""
+    from orchestrator.core.checkpoints import CheckpointRuns
+    rng = np.random.default_rng(seed)
+    steps, files, index = [], [], []
+    s, f = 0, 0
+    runs = CheckpointRuns()
+    for _seg in range(int(rng.integers(1, 6))):
+        every = int(rng.integers(1, 30))
+        n = int(rng.integers(1, 200))
+        seg = np.arange(s + every, s + every * n + 1, every)
+        if rng.random() < 0.5:
+            seg = np.append(seg, seg[-1] + int(rng.integers(1, every + 1)))
+        single = rng.random() < 0.3
+        idx = np.full(seg.size, -1) if single else np.arange(seg.size)
+        fil = (f + np.arange(seg.size)) if single else np.full(seg.size, f)
+        runs.add(seg, fil, idx)
+        steps += seg.tolist(); files += fil.tolist(); index += idx.tolist()
+        s, f = int(seg[-1]), int(fil[-1]) + 1
+    S, F, I = np.array(steps), np.array(files), np.array(index)
+    es, ef, ei = runs.expand()
+    assert es.tolist() == steps and ef.tolist() == files and ei.tolist() == index
+    assert runs.files().tolist() == sorted(set(files))
+    for _ in range(200):
+        lo = int(rng.integers(-1, s + 2))
+        hi = int(rng.integers(lo, s + 3))
+        inside = np.flatnonzero((S > lo) & (S <= hi))
+        want = (int(S[inside[-1]]), int(F[inside[-1]]), int(I[inside[-1]])) if inside.size else None
+        assert runs.last_in(lo, hi) == want
+        inside = np.flatnonzero((S >= lo) & (S <= hi))
+        want = (int(S[inside[0]]), int(F[inside[0]]), int(I[inside[0]])) if inside.size else None
+        assert runs.first_in(lo, hi) == want
+    # the python adapter's pattern: one run per segment however many checkpoints it has
+    one = CheckpointRuns.of(np.arange(1, 1001), np.zeros(1000, int), np.arange(1000))
+    assert one.runs.shape[0] == 1

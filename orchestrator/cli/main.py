@@ -44,7 +44,8 @@ class _ProgressView:
     def _table(self, p):
         from rich.table import Table
         from rich.progress_bar import ProgressBar
-        t = Table(title=f"TAMS — {p.in_flight} segment(s) in flight — {p.elapsed:.0f} s",
+        t = Table(title=f"TAMS — segments: {p.running} running, {p.queued} queued — "
+                  f"{p.elapsed:.0f} s",
                   title_justify="left")
         for col in ("replica", "iteration", "level", "progress", "running p", "state"):
             t.add_column(col)
@@ -71,7 +72,7 @@ class _ProgressView:
             active = [r for r in p.replicas if not r.done]
             lv = min((r.level for r in active), default=math.nan)
             print(f"[{p.elapsed:6.0f} s] replicas done {done}/{len(p.replicas)}, "
-                  f"lowest level {_fmt_p(lv)}, segments in flight {p.in_flight}",
+                  f"lowest level {_fmt_p(lv)}, segments {p.running} running, {p.queued} queued",
                   file=sys.stderr, flush=True)
 
     def close(self):

@@ -24,6 +24,7 @@ from orchestrator.core import algorithm as alg
 from orchestrator.core import events as ev
 from orchestrator.core import noise as nz
 from orchestrator.core.algorithm import Outcome, Status
+from orchestrator.core.checkpoints import CheckpointRuns
 from orchestrator.core.meta import Settings
 from orchestrator.core.segments import Task, segment_dir, validate
 from orchestrator.core.tree import Traj, Tree
@@ -263,11 +264,11 @@ class Ensemble:
                        s.max_iterations)
         self.level = d.level
         if d.outcome == Outcome.EXTINCT:
-            self.outcome = Outcome.EXTINCT
             self.log_weight = -math.inf
-            return []
         if d.outcome != Outcome.RUNNING:
             self.outcome = d.outcome
+            self.events.append(ev.ReplicaEnded(self.r, int(d.outcome), self.iteration,
+                                               self.log_weight, self.n_reached()))
             return []
         self.iteration = j
         self.log_weight = alg.next_log_weight(self.log_weight, d.n_killed, s.n)
@@ -367,9 +368,8 @@ class Ensemble:
         for tid, t in tree.trajs.items():
             a, e = np.searchsorted(ck_traj, [tid, tid + 1])
             if e > a:
-                t.ck_steps = ck["step"][o[a:e]]
-                t.ck_file = ck["file"][o[a:e]]
-                t.ck_index = ck["index"][o[a:e]]
+                sel = o[a:e]
+                t.ck = CheckpointRuns.of(ck["step"][sel], ck["file"][sel], ck["index"][sel])
         en = T["trajectories"]
         for tid, end, status, mx in zip(en["id"], en["end_step"], en["status"], en["max_score"]):
             t = tree.trajs.get(int(tid))

@@ -121,5 +121,16 @@ class ReplicaSummary:
     wall_time: float
 
 
-Event = (TrajectoryCreated | StateFileRegistered | StepsRecorded | CheckpointsRecorded
+@dataclass(frozen=True)
+class ReplicaEnded:
+    """The replica stopped: converged, extinct or at max_iterations (its summary follows)."""
+
+    replica: int
+    outcome: int  # orchestrator.core.algorithm.Outcome
+    iterations: int
+    log_weight: float
+    n_reached: int
+
+
+Event = (ReplicaEnded | TrajectoryCreated | StateFileRegistered | StepsRecorded | CheckpointsRecorded
          | SegmentRecorded | TrajectoryEnded | IterationDecided | ReplicaSummary)

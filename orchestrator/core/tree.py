@@ -22,6 +22,7 @@ import numpy as np
 
 from orchestrator.core import noise as nz
 from orchestrator.core.algorithm import Status
+from orchestrator.core.checkpoints import CheckpointRuns
 from orchestrator.model import StateRef
 
 _EMPTY_I = np.zeros(0, dtype=np.int64)
@@ -39,9 +40,7 @@ class Traj:
     key: tuple[int, int]
     scores: list = field(default_factory=list)  # arrays of own scores (steps branch+1 ...)
     n_own: int = 0
-    ck_steps: np.ndarray = field(default_factory=lambda: _EMPTY_I)
-    ck_file: np.ndarray = field(default_factory=lambda: _EMPTY_I)
-    ck_index: np.ndarray = field(default_factory=lambda: _EMPTY_I)
+    ck: CheckpointRuns = field(default_factory=CheckpointRuns)  # on its own steps
     status: Status = Status.RUNNING
     end: int = -1
     max_score: float = -math.inf
@@ -66,9 +65,7 @@ class Traj:
         return self.scores[0] if self.scores else _EMPTY_F
 
     def add_checkpoints(self, steps: np.ndarray, files: np.ndarray, index: np.ndarray) -> None:
-        self.ck_steps = np.concatenate([self.ck_steps, steps])
-        self.ck_file = np.concatenate([self.ck_file, files])
-        self.ck_index = np.concatenate([self.ck_index, index])
+        self.ck.add(steps, files, index)
 
 
 class Tree:
@@ -105,11 +102,11 @@ class Tree:
         self.paths[fid] = path
         return fid, True
 
-    def ref(self, t: Traj, i: int) -> StateRef:
-        return StateRef(self.paths[int(t.ck_file[i])], int(t.ck_index[i]))
+    def ref(self, file: int, index: int) -> StateRef:
+        return StateRef(self.paths[file], index)
 
     def live_files(self) -> set[str]:
-        return {self.paths[int(f)] for t in self.trajs.values() for f in np.unique(t.ck_file)}
+        return {self.paths[int(f)] for t in self.trajs.values() for f in t.ck.files()}
 
     # --- paths --------------------------------------------------------------------------
     def pieces(self, t: Traj, upto: int) -> Iterator[tuple[Traj, int, int]]:
@@ -141,10 +138,9 @@ class Tree:
     def checkpoint_at_or_before(self, t: Traj, b: int) -> tuple[int, StateRef | None]:
         """The last checkpoint of t's path at or before step b (step 0: the initial state)."""
         for p, lo, hi in self.pieces(t, b):
-            steps = p.ck_steps
-            i = np.searchsorted(steps, hi, side="right") - 1
-            if i >= 0 and steps[i] > lo:
-                return int(steps[i]), self.ref(p, i)
+            found = p.ck.last_in(lo, hi)
+            if found is not None:
+                return found[0], self.ref(found[1], found[2])
         return 0, self.initial
 
     def checkpoint_at_or_after(self, t: Traj, b: int) -> tuple[int, StateRef] | None:
@@ -155,10 +151,9 @@ class Tree:
                 break
             tail.append(piece)
         for p, lo, hi in reversed(tail):
-            steps = p.ck_steps
-            i = np.searchsorted(steps, max(b, lo + 1), side="left")
-            if i < steps.size and steps[i] <= hi:
-                return int(steps[i]), self.ref(p, i)
+            found = p.ck.first_in(max(b, lo + 1), hi)
+            if found is not None:
+                return found[0], self.ref(found[1], found[2])
         return None
 
     def noise(self, t: Traj, first: int, last: int, dim: int) -> np.ndarray:
@@ -186,7 +181,7 @@ class Tree:
                 return
             del self.trajs[t.id]
             self.garbage.append(t.id)
-            for fid in np.unique(t.ck_file).tolist():
+            for fid in t.ck.files().tolist():
                 self.files.pop(self.paths.pop(fid, None), None)  # type: ignore[arg-type]
             if t.parent < 0:
                 return
@@ -208,6 +203,6 @@ class Tree:
         for t in self.trajs.values():
             if t.parent >= 0:
                 self.trajs[t.parent].refs += 1
-        used = {int(f) for t in self.trajs.values() for f in np.unique(t.ck_file)}
+        used = {int(f) for t in self.trajs.values() for f in t.ck.files()}
         self.paths = {f: p for f, p in self.paths.items() if f in used}
         self.files = {p: f for f, p in self.paths.items()}

@@ -131,6 +131,8 @@ class Store(abc.ABC):
             self._append(r, "iterations", iteration=e.iteration, level=e.level,
                          n_killed=e.n_killed, log_weight=e.log_weight,
                          weight=math.exp(e.log_weight))
+        elif isinstance(e, ev.ReplicaEnded):
+            pass  # the summary that follows it holds the outcome
         else:
             raise TypeError(f"a store cannot record {type(e).__name__}")
 
