@@ -372,9 +372,9 @@ class Ensemble:
                 t.ck = CheckpointRuns.of(ck["step"][sel], ck["file"][sel], ck["index"][sel])
         en = T["trajectories"]
         for tid, end, status, mx in zip(en["id"], en["end_step"], en["status"], en["max_score"]):
-            t = tree.trajs.get(int(tid))
-            if t is not None:
-                t.status, t.end, t.max_score = Status(int(status)), int(end), float(mx)
+            ended = tree.trajs.get(int(tid))
+            if ended is not None:
+                ended.status, ended.end, ended.max_score = Status(int(status)), int(end), float(mx)
         # running trajectories: max score and "left A" from their path so far
         for t in tree.trajs.values():
             if t.status == Status.RUNNING:

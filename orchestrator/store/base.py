@@ -105,7 +105,7 @@ class Store(abc.ABC):
                          time=e.times, score=e.scores, obs=e.observables)
         elif isinstance(e, ev.ReplicaSummary):
             s = self._summary[r]
-            for name in SUMMARY.names:
+            for name in SUMMARY.names or ():
                 s[name] = getattr(e, name)
             self._dirty.add(r)
         elif isinstance(e, ev.SegmentRecorded):

@@ -14,6 +14,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import IO
 
 import h5py
 import numpy as np
@@ -48,23 +49,23 @@ class Lock:
 
     def __init__(self, db_path: Path):
         self.path = Path(str(db_path) + ".lock")
-        self.fh = None
+        self.fh: IO[str] | None = None
 
     def acquire(self) -> None:
-        self.fh = open(self.path, "a+")
+        fh = open(self.path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
         try:
-            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self.fh.seek(0)
-            pid = self.fh.read().strip() or "?"
-            self.fh.close()
-            self.fh = None
+            fh.seek(0)
+            pid = fh.read().strip() or "?"
+            fh.close()
             raise DatabaseError(f"{self.path.with_suffix('')}: another `tams run` (pid {pid}) is "
                                 "writing this database; wait for it or stop it first.") from None
-        self.fh.seek(0)
-        self.fh.truncate()
-        self.fh.write(str(os.getpid()))
-        self.fh.flush()
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self.fh = fh
 
     def release(self) -> None:
         if self.fh is not None:

@@ -63,6 +63,7 @@ class Database:
     """Read access to a campaign: an HDF5 file (safe while a run writes it) or a store."""
 
     def __init__(self, source: str | Path | Store):
+        self._src: Store | HDF5Reader
         if isinstance(source, Store):
             self.path = Path(getattr(source, "path", "(in memory)"))
             self._src = source
@@ -71,9 +72,10 @@ class Database:
             self._owned = False
         else:
             self.path = Path(source)
-            self._src = HDF5Reader(self.path)
-            self.schema_version = self._src.schema_version
-            self.software_version = self._src.software_version
+            reader = HDF5Reader(self.path)
+            self._src = reader
+            self.schema_version = reader.schema_version
+            self.software_version = reader.software_version
             self._owned = True
         self.meta: CampaignMeta = self._src.meta
         self.config_yaml = self._src.config_text
