@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Literal
@@ -231,11 +232,8 @@ class ExecutableModel(ForwardModel):
     def _fail(self, req: SegmentRequest, what: str, code: int | None, transient: bool = True):
         tail = _tail(req.workdir)
         msg = f"segment {req.workdir}: {what}"
-        if code is not None and code < 0:
-            try:
-                msg += f" (killed by signal {signal.Signals(-code).name}, exit code {code})"
-            except ValueError:
-                msg += f" (exit code {code})"
+        if code is not None and code < 0:  # a process killed by a signal (a segfault...)
+            msg += f" ({_signal_text(-code)}, exit code {code})"
         elif code is not None:
             msg += f" (exit code {code})"
         if tail:
@@ -375,6 +373,16 @@ class ExecutableModel(ForwardModel):
                 except OSError:
                     return workdir
         return workdir
+
+
+def _signal_text(number: int) -> str:
+    """`killed by signal SIGSEGV (Segmentation fault)`: the name a user looks up."""
+    try:
+        sig = signal.Signals(number)
+    except ValueError:
+        return f"killed by signal {number}"
+    what = signal.strsignal(sig)
+    return f"killed by signal {sig.name}" + (f" ({what})" if what else "")
 
 
 def _numbers(line: str) -> bool:
