@@ -1,7 +1,10 @@
-"""ForwardModel implementations.  ``ADAPTERS`` maps the `model.adapter` name of a campaign
-to the class implementing it; the orchestrator resolves names through this table only."""
+"""ForwardModel implementations (``python``, ``executable``) and the launchers of the
+executable adapter (``local``, ``docker``, ``apptainer``).
 
-ADAPTERS = {
-    "python": "adapters.python:PythonModel",
-    "executable": "adapters.executable:ExecutableModel",
-}
+They are found by name through the entry points declared in ``pyproject.toml``
+(orchestrator/registry.py), never through a table here.  ``__tams_distribution__`` marks this
+package as the project's own: an unrelated distribution on the package index also installs a
+top-level ``adapters``, and the registry uses the marker to say so when that one shadows ours.
+"""
+
+__tams_distribution__ = "tams-orchestrator"
