@@ -52,11 +52,18 @@ class ApptainerConfig(Strict):
 
 
 class ApptainerLauncher(LocalLauncher):
+    """`apptainer exec` in its own process group: the local launcher's process handling
+    (per-instance table, timeouts, parent-death signal) around a different argv."""
+
     name = "apptainer"
+    Config = ApptainerConfig
+    in_container = True
+    # a cache of image digests, not a table of runs: sharing it across instances is safe
     _digests: dict[tuple, str] = {}
     _dlock = threading.Lock()
 
     def __init__(self, config: ApptainerConfig, base_dir: str):
+        super().__init__()
         self.config = config
         self.image = str(Path(base_dir, config.image).resolve())
         self.binds = [Bind.parse(b, base_dir) for b in config.binds]

@@ -6,7 +6,8 @@ read-only at its host path, the configured extra binds, as the calling user's ui
 every file it writes belongs to the user), without network unless configured, with the
 configured cpu/memory limits.  Its stdout/stderr are saved as ``stdout.txt``/``stderr.txt``
 in the segment directory.  Containers are always removed: after the run, on timeout (killed
-first), on error and on driver shutdown (:meth:`DockerLauncher.kill_all`).  Each segment's
+first), on error and on driver shutdown (:meth:`DockerLauncher.kill_all`, which removes the
+containers of that launcher instance only).  Each segment's
 provenance records the image id (``sha256:...``).  See docs/containers.md.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pydantic import Field, field_validator
 from orchestrator.config import Strict
 from orchestrator.model import ModelRunError, Provenance
 
-from .launchers import BIND_DESCRIPTION, Bind, state_binds, timed_out, validate_binds
+from .launchers import BIND_DESCRIPTION, Bind, Launcher, state_binds, timed_out, validate_binds
 
 START_DAEMON = "start it with `bash tests/services/docker.sh` (as root) or `setsid dockerd &`"
 BUILD_IMAGES = "build it with `make -C containers images` (or `docker build -t IMAGE DIR`)"
@@ -82,16 +83,22 @@ def _sdk():
     return docker
 
 
-class DockerLauncher:
+class DockerLauncher(Launcher):
+    """A fresh container per segment, through the Docker SDK (section `model.docker`)."""
+
     name = "docker"
-    _running: dict[str, object] = {}  # container id -> client
-    _lock = threading.Lock()
+    Config = DockerConfig
+    in_container = True
 
     def __init__(self, config: DockerConfig, base_dir: str):
         self.config = config
         self.binds = [Bind.parse(b, base_dir) for b in config.binds]
-        self._local = threading.local()
+        self._local = threading.local()  # one client per thread (the SDK's are not shared)
+        self._clients: list = []  # every client made, closed by close()
         self._image_id: str | None = None
+        # this instance's containers only (id -> its client): another model's are its own
+        self._running: dict[str, object] = {}
+        self._lock = threading.Lock()
 
     # --- the engine ---------------------------------------------------------------------
     def client(self):
@@ -105,6 +112,8 @@ class DockerLauncher:
                 raise ModelRunError(f"the Docker engine is unreachable ({_short(exc)}); "
                                     f"{START_DAEMON}", transient=False) from None
             self._local.client = c
+            with self._lock:
+                self._clients.append(c)
         return c
 
     def image_id(self) -> str:
@@ -219,24 +228,40 @@ class DockerLauncher:
                 f.write(f"[tams] the container was killed for exceeding its memory limit "
                         f"(model.docker.memory = {self.config.memory})\n")
 
-    @classmethod
-    def _remove(cls, cid: str, client) -> None:
-        with cls._lock:
-            cls._running.pop(cid, None)
+    def _remove(self, cid: str, client) -> None:
+        with self._lock:
+            self._running.pop(cid, None)
         try:
             client.api.remove_container(cid, force=True)
         except Exception:  # already gone
             pass
 
-    @classmethod
-    def kill_all(cls) -> None:
-        with cls._lock:
-            running = list(cls._running.items())
-            cls._running.clear()
+    def running(self) -> list[str]:
+        """Ids of this instance's containers still running."""
+        with self._lock:
+            return list(self._running)
+
+    def kill_all(self) -> None:
+        with self._lock:
+            running = list(self._running.items())
+            self._running.clear()
         for cid, client in running:
             try:
                 client.api.remove_container(cid, force=True)
             except Exception:
+                pass
+
+    def close(self) -> None:
+        """Remove this instance's containers and close its engine connections (a later run
+        opens a new one)."""
+        self.kill_all()
+        with self._lock:
+            clients, self._clients = self._clients, []
+        self._local = threading.local()
+        for c in clients:
+            try:
+                c.close()
+            except Exception:  # pragma: no cover - best effort on the way out
                 pass
 
 

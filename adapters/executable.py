@@ -5,9 +5,15 @@ mode) the noise file, start the model through a *launcher*, then validate everyt
 left behind before the orchestrator sees a single number.  Launchers differ only in how the
 command is started: ``local`` runs it as a subprocess in its own process group (a timeout
 kills the whole group); ``docker`` and ``apptainer`` run it in a container (adapters/
-docker_launcher.py, adapters/apptainer_launcher.py, docs/containers.md).  A failed segment's directory is kept (renamed ``*.failed-N``) for
-inspection; a finished one gets a ``done.json`` marker so a resumed driver ingests it
-instead of re-running it.
+docker_launcher.py, adapters/apptainer_launcher.py, docs/containers.md).  A failed
+segment's directory is kept (renamed ``*.failed-N``) for inspection; a finished one gets a
+``done.json`` marker so a resumed driver ingests it instead of re-running it.
+
+The launcher is found by its name (``model.launcher``) in the ``tams.launchers`` entry
+points, never by an if/elif here, and its section (``model.docker``...) is validated by the
+launcher's own ``Config``: the model section is a discriminated union by ``launcher``
+(:meth:`ExecutableModelConfig.model_validate`), so a plug-in launcher and its keys work
+exactly like the built-in ones (docs/plugins.md).
 """
 from __future__ import annotations
 
@@ -16,21 +22,19 @@ import os
 import shutil
 import signal
 import time
+from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
-from orchestrator.config import ModelSection
+from orchestrator.config import ModelSection, tagged_union
 from orchestrator.model import (Checkpoints, ForwardModel, ModelRunError, Provenance,
                                 SegmentRequest, SegmentResult, StateRef)
+from orchestrator.registry import LAUNCHERS, launcher_class
 
-from .apptainer_launcher import ApptainerConfig, ApptainerLauncher
-from .docker_launcher import DockerConfig, DockerLauncher
-from .launchers import LocalLauncher, tail as _tail
-
-_CONTAINERS = ("docker", "apptainer")
+from .launchers import Launcher, tail as _tail
 
 PROTOCOL_VERSION = 1
 _DONE = "done.json"
@@ -52,14 +56,12 @@ class ExecutableModelConfig(ModelSection):
         description="Command-line template, one list item per argument. Placeholders: "
         "{executable}, {request} (path of request.nml), {request_json}, {workdir}, {state_in}, "
         "{step0}, {n_steps}, {seed}.")
-    launcher: Literal["local", "docker", "apptainer"] = Field(
+    launcher: str = Field(
         "local", description="How the command is started: `local` (a subprocess in its own "
-        "process group), `docker` (a container per segment, see `model.docker`) or `apptainer` "
-        "(`apptainer exec`, see `model.apptainer`).")
-    docker: DockerConfig | None = Field(None, description="With `launcher: docker`: the image "
-                                        "and container settings (section `model.docker`).")
-    apptainer: ApptainerConfig | None = Field(None, description="With `launcher: apptainer`: the "
-                                              "image and exec options (section `model.apptainer`).")
+        "process group), `docker` (a container per segment, section `model.docker`), "
+        "`apptainer` (`apptainer exec`, section `model.apptainer`), or a launcher a plug-in "
+        "registers (docs/plugins.md). A launcher with a section needs it; another "
+        "launcher's section is refused.")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables "
                                 "for the model.")
     initial_state: str | None = Field(
@@ -87,16 +89,44 @@ class ExecutableModelConfig(ModelSection):
         return v
 
     @model_validator(mode="after")
-    def _launcher_section(self):
-        for name in _CONTAINERS:
-            given = getattr(self, name) is not None
-            if self.launcher == name and not given:
-                raise ValueError(f"launcher {name} needs a `{name}:` section with at least "
-                                 "`image:`")
-            if given and self.launcher != name:
-                raise ValueError(f"a `{name}:` section is given but launcher is "
-                                 f"{self.launcher}; set `launcher: {name}` or remove it")
+    def _no_section_needed(self):
+        # only when built directly, ExecutableModelConfig(**keys): model_validate picks the
+        # launcher's variant, which has its section
+        if type(self) is ExecutableModelConfig:
+            try:
+                needs = launcher_class(self.launcher).Config is not None
+            except KeyError as exc:
+                raise ValueError(str(exc)) from None
+            if needs:
+                raise ValueError(f"launcher {self.launcher} needs its `{self.launcher}:` "
+                                 "section; build this config with "
+                                 "ExecutableModelConfig.model_validate(keys)")
         return self
+
+    # --- the discriminated union by `launcher` --------------------------------------------
+    @classmethod
+    def variants(cls) -> dict[str, type["ExecutableModelConfig"]]:
+        """One subclass per registered launcher: `launcher` fixed to its name, plus the
+        launcher's section `model.<name>` when its ``Config`` has one."""
+        return {name: _variant(name) for name in LAUNCHERS.names()}
+
+    @classmethod
+    def section_type(cls) -> Any:
+        """The union that validates a model section (by `launcher`, default `local`)."""
+        return _union()
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args, **kwargs):  # type: ignore[override]
+        """Validate a model section through the union, so the result is the variant of its
+        launcher (with the launcher's section); a variant validates itself."""
+        if cls is ExecutableModelConfig:
+            from pydantic import TypeAdapter
+            return _adapter(TypeAdapter).validate_python(obj, *args, **kwargs)
+        return super().model_validate(obj, *args, **kwargs)
+
+    def __reduce__(self):
+        # variants are made at run time (not importable by name): pickle by value
+        return (_from_dump, (self.model_dump(),))
 
     @field_validator("checkpoint_digits")
     @classmethod
@@ -104,6 +134,34 @@ class ExecutableModelConfig(ModelSection):
         if not 1 <= v <= 30:
             raise ValueError("must be an integer in 1..30")
         return v
+
+
+@cache
+def _variant(name: str) -> type[ExecutableModelConfig]:
+    cls = launcher_class(name)
+    fields: dict[str, Any] = {"launcher": (Literal[name], Field(
+        "local" if name == "local" else ..., description=f"`{name}`."))}
+    if cls.Config is not None:
+        doc = " ".join((cls.Config.__doc__ or "").split()).split(". ")[0].rstrip(".") + "."
+        fields[name] = (cls.Config, Field(description=f"With `launcher: {name}` (and only "
+                                          f"then): the section `model.{name}`. {doc}".strip()))
+    return create_model(f"ExecutableModelConfig_{name.replace('-', '_')}",
+                        __base__=ExecutableModelConfig, __module__=__name__, **fields)
+
+
+@cache
+def _union() -> Any:
+    return tagged_union("launcher", ExecutableModelConfig.variants(), default="local",
+                        what="launcher")
+
+
+@cache
+def _adapter(type_adapter):
+    return type_adapter(_union())
+
+
+def _from_dump(data: dict) -> ExecutableModelConfig:
+    return ExecutableModelConfig.model_validate(data)
 
 
 # --- request files ------------------------------------------------------------------------
@@ -139,13 +197,10 @@ class ExecutableModel(ForwardModel):
         self.base_dir = base_dir
         self.noise_mode = config.noise
         exe = config.executable
-        if config.launcher == "docker":
-            self.launcher = DockerLauncher(config.docker, base_dir)
-        elif config.launcher == "apptainer":
-            self.launcher = ApptainerLauncher(config.apptainer, base_dir)
-        else:
-            self.launcher = LocalLauncher()
-        if config.launcher in _CONTAINERS:
+        # this model's own launcher instance: it alone knows (and stops) this model's runs
+        cls = launcher_class(config.launcher)
+        self.launcher: Launcher = cls.from_config(getattr(config, config.launcher, None), base_dir)
+        if cls.in_container:
             self.executable = exe  # resolved inside the image
             self.env = dict(config.env)  # the host's environment stays outside
         elif os.sep in exe:
@@ -160,8 +215,9 @@ class ExecutableModel(ForwardModel):
         return cls(config, base_dir)
 
     def check(self) -> list[str]:
-        if self.config.launcher in _CONTAINERS:
-            return self.launcher.check() or self._check_initial_state()
+        problems = self.launcher.check()
+        if problems or self.launcher.in_container:
+            return problems or self._check_initial_state()
         exe = self.executable
         if os.sep not in self.config.executable and not os.path.exists(exe):
             return [f"key model.executable: {exe} is not found on PATH; give its path "
@@ -182,10 +238,9 @@ class ExecutableModel(ForwardModel):
                         "checkpoint file or null"]
         return []
 
-    @staticmethod
-    def shutdown() -> None:
-        LocalLauncher.kill_all()  # also apptainer's processes
-        DockerLauncher.kill_all()
+    def shutdown(self) -> None:  # type: ignore[override]
+        """Stop this model's runs still going (its launcher's), and no other model's."""
+        self.launcher.close()
 
     def initial_state(self, workdir: str) -> StateRef | None:
         if self.config.initial_state is None:
@@ -234,6 +289,9 @@ class ExecutableModel(ForwardModel):
         msg = f"segment {req.workdir}: {what}"
         if code is not None and code < 0:  # a process killed by a signal (a segfault...)
             msg += f" ({_signal_text(-code)}, exit code {code})"
+        elif code is not None and code > 128 and self.launcher.in_container:
+            # a container's main process killed by signal N exits with 128 + N
+            msg += f" (exit code {code}: probably {_signal_text(code - 128)} in the container)"
         elif code is not None:
             msg += f" (exit code {code})"
         if tail:

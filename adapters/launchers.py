@@ -1,9 +1,10 @@
 """Launchers: how the ``executable`` adapter starts one segment's command.
 
-Every launcher has the same small interface::
+Every launcher implements :class:`Launcher`, one small protocol::
 
     run(argv, workdir, env, timeout, reads=()) -> (exit_code, Provenance)
-    kill_all()            # driver shutdown: stop everything this process started
+    kill_all()   # stop every run *this launcher instance* started that is still running
+    close()      # kill_all() and release what the launcher holds (engine clients)
 
 ``argv`` is the formatted command template, ``workdir`` the fresh segment directory (the
 model's cwd, where it writes everything, and where the launcher leaves ``stdout.txt`` and
@@ -12,8 +13,15 @@ host paths the model reads besides the segment directory (the input state ``stat
 A timeout kills the run and raises :class:`ModelRunError`; a non-zero exit is returned, not
 raised (the adapter reports it with the tail of ``stderr.txt``).
 
-``local`` is here; ``docker`` is in :mod:`adapters.docker_launcher`, ``apptainer`` in
+Launchers are plug-ins: the adapter finds one by its ``model.launcher`` name in the
+``tams.launchers`` entry-point group (orchestrator/registry.py), and validates the launcher's
+own section ``model.<name>`` with the launcher's :attr:`Launcher.Config`.  ``local`` is here;
+``docker`` is in :mod:`adapters.docker_launcher`, ``apptainer`` in
 :mod:`adapters.apptainer_launcher`.  Only adapters start processes or containers.
+
+Each launcher *instance* keeps its own table of what is running, and each model owns its
+launcher: stopping one model (``ForwardModel.shutdown``) never touches another model's runs
+in the same process.
 """
 from __future__ import annotations
 
@@ -24,9 +32,10 @@ import signal
 import socket
 import subprocess
 import threading
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, ClassVar, Sequence
 
 from orchestrator.model import ModelRunError, Provenance
 
@@ -150,13 +159,58 @@ BIND_DESCRIPTION = ("Extra host paths visible in the container, e.g. forcing fil
                     "input state's directory (read-only) are always bound at their host paths.")
 
 
+# --- the protocol ------------------------------------------------------------------------
+class Launcher(ABC):
+    """What the executable adapter needs from a launcher (one instance per model).
+
+    Class attributes: ``name`` (recorded in each segment's provenance), ``Config`` (the
+    pydantic model of the launcher's section ``model.<name>``, or None when it has none) and
+    ``in_container`` (True when the command runs in an image: ``model.executable`` is then
+    resolved inside it and the host's environment stays outside)."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type | None] = None
+    in_container: ClassVar[bool] = False
+
+    @classmethod
+    def from_config(cls, section: Any, base_dir: str) -> "Launcher":
+        """Build the launcher from its validated section (None without one); ``base_dir`` is
+        the campaign's directory (relative paths in the section are taken from it)."""
+        return cls() if section is None else cls(section, base_dir)  # type: ignore[call-arg]
+
+    @abstractmethod
+    def run(self, argv: list[str], workdir: str, env: dict, timeout: float | None,
+            reads: Sequence[str] = ()) -> tuple[int, Provenance]:
+        """Run one segment's command to its end; return its exit code and provenance."""
+
+    @abstractmethod
+    def kill_all(self) -> None:
+        """Stop every run this instance started that is still running (driver shutdown)."""
+
+    def close(self) -> None:
+        """Stop what is running and release what the launcher holds; it may be used again."""
+        self.kill_all()
+
+    def check(self) -> list[str]:
+        """Problems found before anything runs (image missing, engine down): one sentence
+        each, starting with the key to fix (``key model.<name>.image: ...``)."""
+        return []
+
+    def describe(self) -> str:
+        """Where the model ran, for failure messages (``in Docker image X``); may be empty."""
+        return ""
+
+
 # --- local --------------------------------------------------------------------------------
-class LocalLauncher:
+class LocalLauncher(Launcher):
     """Run the command as a subprocess in a new session (its own process group)."""
 
     name = "local"
-    _running: dict[int, subprocess.Popen] = {}
-    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        # this instance's runs only: another model's launcher has its own table
+        self._running: dict[int, subprocess.Popen] = {}
+        self._lock = threading.Lock()
 
     def run(self, argv: list[str], workdir: str, env: dict, timeout: float | None,
             reads: Sequence[str] = ()) -> tuple[int, Provenance]:
@@ -235,9 +289,6 @@ class LocalLauncher:
     def _missing_fix(self) -> str:
         return "build it or fix model.executable"
 
-    def describe(self) -> str:
-        return ""
-
     @staticmethod
     def _kill(proc: subprocess.Popen) -> None:
         try:
@@ -246,12 +297,13 @@ class LocalLauncher:
             pass
         proc.wait()
 
-    @classmethod
-    def kill_all(cls) -> None:
-        with cls._lock:
-            procs = list(cls._running.values())
-        for p in procs:
-            cls._kill(p)
+    def running(self) -> list[int]:
+        """Process ids (= process-group ids) of this instance's runs still going."""
+        with self._lock:
+            return list(self._running)
 
-    def check(self) -> list[str]:
-        return []
+    def kill_all(self) -> None:
+        with self._lock:
+            procs = list(self._running.values())
+        for p in procs:
+            self._kill(p)

@@ -4,6 +4,11 @@ Every key is documented in ``docs/configuration.md`` (a test checks that the two
 Every way a YAML can be wrong becomes one :class:`~orchestrator.errors.ConfigError`
 sentence: the file, the key, what is wrong and the fix.
 
+Sections whose keys depend on one key are pydantic discriminated unions over plug-ins found
+through the registry (:func:`tagged_union`): ``runner`` by ``kind`` (the ``tams.runners``
+entry points), an executable ``model`` by ``launcher`` (``tams.launchers``).  So the class
+validating a campaign, :data:`Campaign`, is built on first use, from what is installed.
+
 Paths: *inputs* named in the YAML (model files, modules) are relative to the YAML's
 directory; *outputs* (the database) are relative to the current directory, like any
 command-line tool's output.
@@ -14,11 +19,14 @@ import difflib
 import math
 import os
 import re
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal, Union, get_args
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag,
+                      ValidationError, ValidationInfo, field_validator)
+from pydantic_core import PydanticCustomError
 
 from orchestrator.errors import ConfigError
 
@@ -153,7 +161,7 @@ class SlurmSection(Strict):
     """Slurm blocks for `runner.kind: slurm` (Parsl HighThroughputExecutor + SlurmProvider).
     A *block* is one batch job holding `nodes_per_block` nodes, each running one Parsl worker
     pool of `workers_per_node` workers; the driver submits, replaces and cancels blocks
-    itself (docs/hpc.md).  Ignored unless `runner.kind` is `slurm`."""
+    itself (docs/hpc.md).  Only with `runner.kind: slurm`."""
 
     partition: str | None = Field(None, description="Slurm partition (`#SBATCH --partition`); "
                                   "null: the cluster's default partition.")
@@ -259,12 +267,15 @@ class SlurmSection(Strict):
 
 
 class RunnerSection(Strict):
-    """Where and how many segments run at once (Parsl).  Never changes the results."""
+    """Where and how many segments run at once (Parsl).  Never changes the results.  These keys
+    are common to every runner kind; `kind` picks one, and a kind may add keys of its own
+    (`kind: slurm` adds the section `runner.slurm`)."""
 
-    kind: Literal["threads", "processes", "slurm"] = Field(
-        "threads", description="`threads` (Parsl ThreadPoolExecutor, default), `processes` "
-        "(Parsl HighThroughputExecutor on this machine, bound to loopback) or `slurm` "
-        "(HighThroughputExecutor whose workers run in Slurm batch jobs; section `runner.slurm`).")
+    kind: str = Field(
+        "threads", description="The runner kind: `threads` (Parsl ThreadPoolExecutor, default), "
+        "`processes` (Parsl HighThroughputExecutor on this machine, bound to loopback), `slurm` "
+        "(HighThroughputExecutor whose workers run in Slurm batch jobs; section `runner.slurm`), "
+        "or a kind a plug-in registers (docs/plugins.md).")
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1,
                          description="Segments run at the same time (default: the number of cores).",
                          json_schema_extra={"doc_default": "the number of cores"})
@@ -275,9 +286,6 @@ class RunnerSection(Strict):
         None, description="Seconds after which a segment is killed (whole process group); null: none.")
     address: str = Field("127.0.0.1", description="Address Parsl's interchange binds to "
                          "(`processes`, `slurm`); loopback unless workers run elsewhere.")
-    slurm: SlurmSection = Field(default_factory=SlurmSection,
-                                description="Slurm blocks for `kind: slurm` (section "
-                                "`runner.slurm`).")
 
     @field_validator("workers")
     @classmethod
@@ -300,6 +308,17 @@ class RunnerSection(Strict):
             raise ValueError("must be a number of seconds > 0, or null for no timeout")
         return v
 
+    @classmethod
+    def variants(cls) -> dict[str, type["RunnerSection"]]:
+        """Every registered runner kind: name -> its class (a subclass of this one)."""
+        from orchestrator.registry import RUNNERS
+        return {name: RUNNERS.load(name) for name in RUNNERS.names()}
+
+    def parsl_executor(self, run_dir: Path) -> Any:
+        """The Parsl part this kind contributes (orchestrator/runtime/executor.py): each runner
+        kind, built-in or plug-in, implements it; the section itself cannot run anything."""
+        raise NotImplementedError(f"runner kind {self.kind!r} does not build a Parsl executor")
+
 
 class DatabaseSection(Strict):
     """The HDF5 database and the directory of model states.  Never changes the results."""
@@ -312,43 +331,100 @@ class DatabaseSection(Strict):
         "live", description="`live`: delete states no live trajectory can branch from; `all`: keep.")
 
 
-class Campaign(Strict):
-    """One campaign: the top level of the YAML file."""
+@cache
+def campaign_model() -> type[Strict]:
+    """The class validating a whole campaign, built once per process: its ``runner`` is the
+    discriminated union of the runner kinds installed (built-ins and plug-ins)."""
+    runner_type = runner_union()
 
-    name: str | None = Field(None, description="Campaign name (default: the YAML file's stem).")
-    seed: int = Field(description="The campaign seed (an integer >= 0): the same seed gives the "
-                      "same results, bit for bit.")
-    replicas: int = Field(1, description="Independent TAMS estimates run concurrently (>= 1).")
-    model: dict[str, Any] = Field(description="The forward model; keys depend on `adapter`.")
-    score: ScoreSection = Field(description="The score function and target (section `score`).")
-    tams: TamsSection = Field(description="The TAMS settings: N, k, horizon (section `tams`).")
-    runner: RunnerSection = Field(default_factory=RunnerSection,
-                                  description="Execution: threads, processes or Slurm, workers, "
-                                  "retries (section `runner`).")
-    database: DatabaseSection = Field(default_factory=DatabaseSection,
-                                      description="Where results and states are stored (section "
-                                      "`database`).")
+    def runner_type_default():
+        return RunnerSection.variants()["threads"]()
 
-    @field_validator("seed")
-    @classmethod
-    def _seed(cls, v: int) -> int:
-        if not 0 <= v < 2**63:
-            raise ValueError("must be an integer in [0, 2**63)")
+    class Campaign(Strict):
+        """One campaign: the top level of the YAML file."""
+
+        name: str | None = Field(None, description="Campaign name (default: the YAML file's stem).")
+        seed: int = Field(description="The campaign seed (an integer >= 0): the same seed gives the "
+                          "same results, bit for bit.")
+        replicas: int = Field(1, description="Independent TAMS estimates run concurrently (>= 1).")
+        model: dict[str, Any] = Field(description="The forward model; keys depend on `adapter`.")
+        score: ScoreSection = Field(description="The score function and target (section `score`).")
+        tams: TamsSection = Field(description="The TAMS settings: N, k, horizon (section `tams`).")
+        runner: runner_type = Field(  # type: ignore[valid-type]
+            default_factory=runner_type_default, description="Execution: threads, "
+            "processes or Slurm, workers, retries (section `runner`).",
+            json_schema_extra={"doc_default": "`kind: threads` with its defaults"})
+        database: DatabaseSection = Field(default_factory=DatabaseSection,
+                                          description="Where results and states are stored (section "
+                                          "`database`).")
+
+        @field_validator("seed")
+        @classmethod
+        def _seed(cls, v: int) -> int:
+            if not 0 <= v < 2**63:
+                raise ValueError("must be an integer in [0, 2**63)")
+            return v
+
+        @field_validator("replicas")
+        @classmethod
+        def _rep(cls, v: int) -> int:
+            if v < 1:
+                raise ValueError("must be an integer >= 1")
+            return v
+
+    return Campaign
+
+
+def runner_union() -> Any:
+    """The ``runner`` section's type: by ``kind`` (default ``threads``), over the registry."""
+    return tagged_union("kind", RunnerSection.variants(), default="threads", what="runner kind")
+
+
+def __getattr__(name: str) -> Any:
+    # `Campaign` depends on the installed runner kinds: built on first use (campaign_model)
+    if name == "Campaign":
+        return campaign_model()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def tagged_union(key: str, members: dict[str, type[BaseModel]], default: str, what: str) -> Any:
+    """A pydantic discriminated union: the value of ``key`` (``default`` when absent) picks
+    the member ``members[value]`` that validates the whole mapping.
+
+    The members come from the registry, so a plug-in's section validates exactly like a
+    built-in's.  The tags are ``"key: value"``, which no YAML key can be, so the message
+    formatter (:func:`format_validation_error`) tells them from keys.  Two mistakes get
+    their own sentence: an unknown value (``unknown_choice``: "use one of ...") and a
+    section of another member (``other_section``: ``model.docker`` with ``launcher: local``)."""
+    def tag_of(v: Any) -> str:
+        value = v.get(key, default) if isinstance(v, dict) else default  # not a mapping: the
+        return f"{key}: {value}" if isinstance(value, str) else f"{key}: ?"  # default says so
+
+    def other_sections(v: Any) -> Any:
+        chosen = v.get(key, default) if isinstance(v, dict) else None
+        own = members.get(chosen) if isinstance(chosen, str) else None
+        if own is None:
+            return v
+        for k in v:
+            owners = [n for n, m in members.items() if k in m.model_fields]
+            if k not in own.model_fields and owners:
+                raise PydanticCustomError("other_section", "a section of another {key}", {
+                    "at": k, "key": key, "owners": ", ".join(owners), "chosen": chosen})
         return v
 
-    @field_validator("replicas")
-    @classmethod
-    def _rep(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError("must be an integer >= 1")
-        return v
+    tagged = tuple(Annotated[m, Tag(f"{key}: {name}")] for name, m in members.items())
+    return Annotated[Union[tagged], Discriminator(  # type: ignore[valid-type]
+        tag_of, custom_error_type="unknown_choice", custom_error_message=f"unknown {what}",
+        custom_error_context={"at": key, "what": what, "expected": repr(sorted(members))}),
+        BeforeValidator(other_sections)]
 
 
 class LoadedCampaign:
     """A validated campaign plus what was derived from its file."""
 
-    def __init__(self, campaign: Campaign, model: ModelSection, path: Path, text: str,
+    def __init__(self, campaign: Any, model: ModelSection, path: Path, text: str,
                  base_dir: str | None = None):
+        # campaign: an instance of campaign_model()
         self.campaign = campaign
         self.model = model
         self.path = path
@@ -385,6 +461,7 @@ _FIXES = {
 }
 
 
+_AT_KEY = ("unknown_choice", "other_section")  # tagged_union's errors: ctx["at"] is the key
 _NO_DATA = object()  # format_validation_error called without the YAML: every loc part is a key
 
 
@@ -408,6 +485,8 @@ def _key_parts(e: dict, data: Any) -> tuple[list, int | None]:
             parts.append(p)
         elif union_at is None:
             union_at = len(parts)
+    if e["type"] in _AT_KEY:  # raised for the whole mapping, about one key of it
+        parts.append(e["ctx"]["at"])
     return parts, union_at
 
 
@@ -418,31 +497,54 @@ def _key(parts: list, prefix: str = "") -> str:
     return out or "(top level)"
 
 
-def _model_at(cls: Any, parts: list) -> type[BaseModel] | None:
-    """The pydantic model that validates the mapping at ``parts`` (None if not a model)."""
-    def find(tp):
+def _model_at(cls: Any, parts: list, data: Any = None) -> type[BaseModel] | None:
+    """The pydantic model that validates the mapping at ``parts`` (None if not a model);
+    ``cls`` may be a union, as may every annotation on the way: its member is the one the
+    YAML chose (the member that has the key the YAML has there)."""
+    def models(tp) -> list[type[BaseModel]]:
         if isinstance(tp, type) and issubclass(tp, BaseModel):
-            return tp
-        for arg in get_args(tp):
-            if (m := find(arg)) is not None:
-                return m
-        return None
+            return [tp]
+        return [m for arg in get_args(tp) for m in models(arg)]
+
+    def chosen(m: type[BaseModel], node: dict) -> bool:  # its discriminator matches the YAML
+        return all(node[k] in get_args(f.annotation) for k, f in m.model_fields.items()
+                   if get_origin(f.annotation) is Literal and k in node
+                   and isinstance(node[k], str))
+
+    def pick(tp, node) -> type[BaseModel] | None:
+        found = models(tp)
+        if not isinstance(node, dict):
+            return found[0] if found else None
+        return max(found, key=lambda m: (chosen(m, node), len(set(node) & set(m.model_fields))),
+                   default=None)
+
+    node = data if isinstance(data, dict) else None
+    model = pick(cls, node)
     for p in parts:
         if isinstance(p, int):
+            node = node[p] if isinstance(node, list) and 0 <= p < len(node) else None
             continue
-        field = cls.model_fields.get(p) if cls is not None else None
-        cls = find(field.annotation) if field is not None else None
-    return cls
+        field = model.model_fields.get(p) if model is not None else None
+        node = node.get(p) if isinstance(node, dict) else None
+        model = pick(field.annotation, node) if field is not None else None
+    return model
 
 
-def _what(e: dict, cls: Any, parts: list) -> str:
+def _what(e: dict, cls: Any, parts: list, data: Any = None) -> str:
     kind = e["type"]
+    ctx = e.get("ctx", {})
+    if kind == "unknown_choice":
+        given = e["input"].get(ctx["at"]) if isinstance(e["input"], dict) else e["input"]
+        return f"unknown {ctx['what']} {given!r}; use one of {ctx['expected']}"
+    if kind == "other_section":
+        return (f"is the section of {ctx['key']} {ctx['owners']}, but {ctx['key']} is "
+                f"{ctx['chosen']}; set `{ctx['key']}: {ctx['owners'].split(', ')[0]}` or remove it")
     if kind == "value_error":
         return str(e.get("ctx", {}).get("error", e["msg"]))
     if kind == "literal_error":
         return f"must be one of {e.get('ctx', {}).get('expected', '')}"
     if kind == "extra_forbidden":
-        known = list(getattr(_model_at(cls, parts[:-1]), "model_fields", {}))
+        known = list(getattr(_model_at(cls, parts[:-1], data), "model_fields", {}))
         close = difflib.get_close_matches(str(parts[-1]), known, n=1, cutoff=0.6)
         if close:
             return f"is not a known key (did you mean {close[0]}?); fix its spelling or remove it"
@@ -455,8 +557,8 @@ def format_validation_error(path: Path, err: ValidationError, prefix: str = "",
                             data: Any = _NO_DATA, model: type[BaseModel] | None = None) -> str:
     """One sentence for a pydantic error: the file, the key, what is wrong and the fix.
 
-    ``data`` is the validated YAML (to tell keys from union tags), ``model`` the class that
-    validated it (to suggest the spelling of an unknown key).  When every alternative of a
+    ``data`` is the validated YAML (to tell keys from union tags), ``model`` the class (or
+    union) that validated it (to suggest the spelling of an unknown key).  When every alternative of a
     union failed (``initial_state: 5``), the alternative that got furthest is reported, or,
     if several got equally far, all of them: "must be a list or a string"."""
     errors = err.errors()
@@ -470,10 +572,10 @@ def format_validation_error(path: Path, err: ValidationError, prefix: str = "",
     deepest = max(len(k[1]) for k in group)
     group = [k for k in group if len(k[1]) == deepest]
     e, parts, _ = group[0]
-    whats = list(dict.fromkeys(_what(g[0], model, g[1]) for g in group if g[1] == parts))
+    whats = list(dict.fromkeys(_what(g[0], model, g[1], data) for g in group if g[1] == parts))
     what = " or ".join([whats[0]] + [w.removeprefix("must be ") for w in whats[1:]])
     got = ""
-    if e["type"] not in ("missing", "extra_forbidden") and "input" in e and (
+    if e["type"] not in ("missing", "extra_forbidden", *_AT_KEY) and "input" in e and (
             not isinstance(e["input"], (dict, list)) or len(repr(e["input"])) <= 40):
         got = f" (got {e['input']!r})"
     others = len({place(k) for k in keyed}) - 1
@@ -492,9 +594,8 @@ def _adapter_config_class(name: Any, path: Path) -> type[ModelSection]:
                           f"{known_adapters()} (got {name!r}).")
     try:
         return adapter_class(name).Config
-    except KeyError:
-        raise ConfigError(f"{path}: key model.adapter: unknown adapter {name!r}; use one of "
-                          f"{known_adapters()}.") from None
+    except KeyError as exc:  # UnknownName: the sentence lists the installed adapters
+        raise ConfigError(f"{path}: key model.adapter: {exc}.") from None
 
 
 def load(path: str | os.PathLike) -> LoadedCampaign:
@@ -530,16 +631,21 @@ def load_data(data: Any, path: Path, text: str | None = None,
                           f"tams, ...), not a {type(data).__name__}.")
     if text is None:
         text = yaml.safe_dump(data, sort_keys=False)
+    campaign_class = campaign_model()
     try:
-        campaign = Campaign.model_validate(data)
+        campaign = campaign_class.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(path, err, data=data, model=Campaign)) from None
+        raise ConfigError(format_validation_error(path, err, data=data,
+                                                  model=campaign_class)) from None
     cls = _adapter_config_class(campaign.model.get("adapter"), path)
     try:
         model = cls.model_validate(campaign.model)
     except ValidationError as err:
+        # a Config whose keys depend on another key (the executable adapter's `launcher`)
+        # says which union validated it, so an unknown key gets its spelling suggested
+        schema = cls.section_type() if hasattr(cls, "section_type") else cls
         raise ConfigError(format_validation_error(path, err, "model", data=campaign.model,
-                                                  model=cls)) from None
+                                                  model=schema)) from None
     loaded = LoadedCampaign(campaign, model, path, text, base_dir)
     if loaded.n_steps < 1:
         raise ConfigError(f"{path}: key tams.horizon: T/dt = {campaign.tams.horizon}/{model.dt} "

@@ -4,25 +4,37 @@
 ``runner`` section.  Leaving it, by any path (normal end, exception, Ctrl-C, SIGTERM turned
 into an exception by the CLI), cleans Parsl up: blocks are cancelled, the interchange stops.
 Parsl's own walltime does not kill a process, so timeouts are the adapters' job.
+
+The runner *kinds* are plug-ins (entry-point group ``tams.runners``): each is one small
+class, the pydantic model of its section (a :class:`~orchestrator.config.RunnerSection`
+with ``kind: Literal[...]``) whose :meth:`parsl_executor` builds the Parsl executor from
+it, Parsl's own composition (``HighThroughputExecutor(provider=SlurmProvider(...))``).
+Adding a Parsl provider (PBS, LSF, Kubernetes) is one such class and one entry point; this
+module never asks which kind it runs.  Nothing here knows TAMS either: an executor runs
+segments for whatever algorithm submits them.
 """
 from __future__ import annotations
 
 import logging
 import os
 import sys
+import uuid
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
-from orchestrator.config import RunnerSection
+from pydantic import Field
+
+from orchestrator.config import RunnerSection, SlurmSection
 from orchestrator.model import SegmentRequest
 from orchestrator.runtime.worker import run_segment, shutdown_models
 
 log = logging.getLogger(__name__)
 
 
-def _address(runner: RunnerSection) -> str:
-    """The address workers connect back to (``runner.slurm.address``, else ``runner.address``)."""
-    addr = runner.slurm.address if runner.kind == "slurm" and runner.slurm.address else runner.address
+def resolve_address(addr: str) -> str:
+    """An address as the YAML gives it (`hostname`, `interface:NAME` or literal) -> an IP."""
     if addr == "hostname":
         from parsl.addresses import address_by_hostname
         return address_by_hostname()
@@ -56,7 +68,7 @@ runpy.run_module("parsl.executors.high_throughput.interchange", run_name="__main
 """
 
 
-def _htex(runner: RunnerSection, run_dir: Path, provider, workers: int, python: str, **kw):
+def _htex(address: str, run_dir: Path, provider, workers: int, python: str, **kw):
     from parsl.executors import HighThroughputExecutor
     from parsl.executors.high_throughput import executor as htex
     # Parsl finds its helper scripts on PATH; name them through an interpreter instead, so a
@@ -66,28 +78,56 @@ def _htex(runner: RunnerSection, run_dir: Path, provider, workers: int, python: 
     return HighThroughputExecutor(
         launch_cmd=launch,
         interchange_launch_cmd=[sys.executable, "-c", _INTERCHANGE, str(os.getpid())],
-        label="tams", address=_address(runner), loopback_address="127.0.0.1",
+        label="tams", address=resolve_address(address), loopback_address="127.0.0.1",
         max_workers_per_node=workers, worker_logdir_root=str(run_dir / "parsl"),
         encrypted=False, poll_period=1, provider=provider, **kw)
 
 
-def parsl_config(runner: RunnerSection, run_dir: Path):
-    """Compose a Parsl Config from the runner section (Parsl's own style: small objects)."""
-    from parsl.config import Config
-    from parsl.executors import ThreadPoolExecutor
-    from parsl.providers import LocalProvider
+@dataclass(frozen=True)
+class ParslPart:
+    """What a runner kind contributes to the Parsl Config: its executor (labelled ``tams``)
+    and the scaling strategy that keeps its blocks (Parsl's ``strategy`` names)."""
 
-    strategy, period = "none", 5.0
-    if runner.kind == "threads":
-        executor = ThreadPoolExecutor(label="tams", max_threads=runner.workers)
-    elif runner.kind == "processes":
-        executor = _htex(runner, run_dir, LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1,
-                                                        worker_init=""),
-                         runner.workers, sys.executable, cores_per_worker=1,
-                         heartbeat_period=5, heartbeat_threshold=30)
-    elif runner.kind == "slurm":
+    executor: Any
+    strategy: str = "none"
+    strategy_period: float = 5.0
+
+
+class ThreadsRunner(RunnerSection):
+    """`kind: threads` — a Parsl ThreadPoolExecutor in the driver process: model runs are
+    subprocesses, so threads suffice.  No keys besides the common ones."""
+
+    kind: Literal["threads"] = Field("threads", description="`threads`.")
+
+    def parsl_executor(self, run_dir: Path) -> ParslPart:
+        from parsl.executors import ThreadPoolExecutor
+        return ParslPart(ThreadPoolExecutor(label="tams", max_threads=self.workers))
+
+
+class ProcessesRunner(RunnerSection):
+    """`kind: processes` — a Parsl HighThroughputExecutor with one block of `workers` worker
+    processes on this machine (LocalProvider), bound to `address` (loopback by default)."""
+
+    kind: Literal["processes"] = Field("processes", description="`processes`.")
+
+    def parsl_executor(self, run_dir: Path) -> ParslPart:
+        from parsl.providers import LocalProvider
+        provider = LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1, worker_init="")
+        return ParslPart(_htex(self.address, run_dir, provider, self.workers, sys.executable,
+                               cores_per_worker=1, heartbeat_period=5, heartbeat_threshold=30))
+
+
+class SlurmRunner(RunnerSection):
+    """`kind: slurm` — a Parsl HighThroughputExecutor whose worker pools run in Slurm batch
+    jobs (SlurmProvider), set by the section `runner.slurm`."""
+
+    kind: Literal["slurm"] = Field("slurm", description="`slurm`.")
+    slurm: SlurmSection = Field(default_factory=SlurmSection,
+                                description="Slurm blocks (section `runner.slurm`).")
+
+    def parsl_executor(self, run_dir: Path) -> ParslPart:
         from parsl.launchers import SimpleLauncher, SrunLauncher
-        sl = runner.slurm
+        sl = self.slurm
         worker_init = default_worker_init() if sl.worker_init is None else sl.worker_init
         provider = _slurm_provider_class()(
             poll_interval=sl.poll_interval,
@@ -101,19 +141,24 @@ def parsl_config(runner: RunnerSection, run_dir: Path):
         # same packages; the shared filesystem makes the path valid on compute nodes); a custom
         # worker_init provides its own `python3`.
         python = sys.executable if sl.worker_init is None else "python3"
-        executor = _htex(runner, run_dir, provider, sl.workers_per_node or runner.workers, python,
+        executor = _htex(sl.address or self.address, run_dir, provider,
+                         sl.workers_per_node or self.workers, python,
                          cores_per_worker=sl.cores_per_worker,
                          # a lost block's segments fail (ManagerLost) within ~10 s and are re-run
                          heartbeat_period=2, heartbeat_threshold=10,
                          block_error_handler=BlockErrors())
         # the scaling strategy replaces a block that ended (min_blocks) and adds blocks while
         # segments wait (max_blocks); "none" would never start a replacement
-        strategy, period = "htex_auto_scale", 1.0
-    else:  # pragma: no cover - validated by the config
-        raise ValueError(runner.kind)
-    return Config(executors=[executor], run_dir=str(run_dir / "parsl"), strategy=strategy,
-                  strategy_period=period, max_idletime=3600.0,
-                  initialize_logging=False, usage_tracking=0)
+        return ParslPart(executor, strategy="htex_auto_scale", strategy_period=1.0)
+
+
+def parsl_config(runner: RunnerSection, run_dir: Path):
+    """Compose a Parsl Config from the runner section: its kind builds the executor."""
+    from parsl.config import Config
+    part = runner.parsl_executor(run_dir)
+    return Config(executors=[part.executor], run_dir=str(run_dir / "parsl"),
+                  strategy=part.strategy, strategy_period=part.strategy_period,
+                  max_idletime=3600.0, initialize_logging=False, usage_tracking=0)
 
 
 def _slurm_provider_class():
@@ -178,7 +223,10 @@ def lost_worker(exc: BaseException) -> bool:
 
 
 class Executor:
-    """Submit segments as Parsl apps; always clean up."""
+    """Submit segments as Parsl apps; always clean up.
+
+    The models its segments build in this process (thread workers) belong to this executor's
+    own pool: closing it stops those, not the models of another executor in the process."""
 
     def __init__(self, runner: RunnerSection, run_dir: Path):
         self.runner = runner
@@ -187,6 +235,8 @@ class Executor:
         self._app = None
         self._capacity = 0
         self._capacity_at = -1e9
+        self._elastic = False  # blocks come and go (a batch system): count connected workers
+        self.pool = f"executor-{uuid.uuid4().hex}"
 
     def __enter__(self) -> "Executor":
         import parsl
@@ -195,19 +245,22 @@ class Executor:
         (self.run_dir / "parsl").mkdir(parents=True, exist_ok=True)
         for name in ("parsl", "parsl.dataflow", "parsl.executors"):
             logging.getLogger(name).setLevel(logging.WARNING)
-        self.dfk = parsl.load(parsl_config(self.runner, self.run_dir))
+        config = parsl_config(self.runner, self.run_dir)
+        self._elastic = config.strategy not in (None, "none")  # e.g. Slurm blocks
+        self.dfk = parsl.load(config)
         self._app = python_app(run_segment, executors=["tams"], data_flow_kernel=self.dfk,
                                cache=False)
         return self
 
     def submit(self, spec, request: SegmentRequest, collect: bool = True) -> Future:
-        return self._app(spec, request, collect)
+        return self._app(spec, request, collect, self.pool)
 
     def capacity(self) -> int:
         """Segments that can run at once now: the configured workers for threads and local
-        processes; for Slurm, the workers of the blocks connected now (asked at most every
-        2 s: each question is a round trip to the interchange)."""
-        if self.runner.kind != "slurm" or self.dfk is None:
+        processes; for a kind whose blocks come and go (Slurm: its Parsl part has a scaling
+        strategy), the workers of the blocks connected now (asked at most every 2 s: each
+        question is a round trip to the interchange)."""
+        if not self._elastic or self.dfk is None:
             return self.runner.workers
         import time
         now = time.monotonic()
@@ -237,7 +290,7 @@ class Executor:
             return
         import parsl
         dfk, self.dfk = self.dfk, None
-        shutdown_models()  # models started by thread workers of this process
+        shutdown_models(self.pool)  # models built by this executor's thread workers
         try:
             dfk.cleanup()
         finally:
