@@ -2,10 +2,12 @@
 
     python -m orchestrator.docgen > docs/configuration.md
 
-Every key of every section (the campaign's own models in :mod:`orchestrator.config` and each
-adapter's ``Config``, found through the adapter table) becomes a row ``key | type | default |
-description``; the description is the ``Field``'s.  ``tests/test_docs.py`` checks that the
-committed file equals this function's output.
+Every key of every section (the campaign's own models in :mod:`orchestrator.config`, each
+runner kind, each adapter's ``Config`` and each launcher's section, found through the
+registry) becomes a row ``key | type | default | description``; the description is the
+``Field``'s.  Only this project's own entry points are documented (the built-ins), whatever
+plug-ins are installed, so the reference is the same on every machine.
+``tests/test_docs.py`` checks that the committed file equals this function's output.
 """
 from __future__ import annotations
 
@@ -13,33 +15,51 @@ import re
 import sys
 import types
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from orchestrator.config import (Campaign, DatabaseSection, ModelSection, Observable, RunnerSection,
-                     ScoreSection, SlurmSection, TamsSection)
+from orchestrator.config import (DatabaseSection, ModelSection, Observable, RunnerSection,
+                                 ScoreSection, SlurmSection, TamsSection, campaign_model)
+from orchestrator.registry import ADAPTERS, LAUNCHERS, RUNNERS, adapter_class
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "configs" / "doublewell2d.yaml"
+
+Campaign = campaign_model()
+
+
+def runner_kinds() -> list[tuple[str, type[RunnerSection]]]:
+    """(name, class) of this project's own runner kinds, the default first."""
+    kinds = RunnerSection.variants()
+    default = RunnerSection.model_fields["kind"].default
+    names = sorted(RUNNERS.builtin_names(), key=lambda n: (n != default, n))
+    return [(name, kinds[name]) for name in names]
+
 
 # the campaign's sections, in the order of the reference: (YAML key, model)
 SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("score", ScoreSection),
     ("tams", TamsSection),
     ("runner", RunnerSection),
+    *((f"runner with kind: {name}", cls) for name, cls in runner_kinds()),
     ("runner.slurm", SlurmSection),
     ("database", DatabaseSection),
 ]
 
 
 def adapter_configs() -> list[tuple[str, type[ModelSection]]]:
-    """(name, Config) of every adapter in the project's own table (``adapters.ADAPTERS``),
-    resolved through the registry.  Third-party entry points are left out: the reference
-    documents this project, whatever else is installed."""
-    import adapters
-    from orchestrator.registry import adapter_class
-    return [(name, adapter_class(name).Config) for name in sorted(adapters.ADAPTERS)]
+    """(name, Config) of every adapter this project registers itself (its entry points).
+    Third-party entry points are left out: the reference documents this project, whatever
+    else is installed."""
+    return [(name, adapter_class(name).Config) for name in ADAPTERS.builtin_names()]
+
+
+def launcher_variants(cfg: type[BaseModel]) -> list[tuple[str, type[BaseModel]]]:
+    """(launcher, variant) of an adapter Config whose keys depend on its `launcher` (the
+    executable adapter's ``variants()``), for this project's own launchers."""
+    variants = cfg.variants() if hasattr(cfg, "variants") else {}
+    return [(name, variants[name]) for name in LAUNCHERS.builtin_names() if name in variants]
 
 
 def sub_sections(model: type[BaseModel]) -> list[tuple[str, type[BaseModel]]]:
@@ -63,6 +83,8 @@ def _type(tp: Any) -> str:
     if tp in (bool, int, float, str):
         return {bool: "boolean", int: "integer", float: "number", str: "string"}[tp]
     origin = get_origin(tp)
+    if origin is Annotated:  # e.g. a discriminated union (tagged_union)
+        return _type(get_args(tp)[0])
     if origin is Literal:
         return "one of " + ", ".join(f"`{a}`" for a in get_args(tp))
     if origin in (Union, types.UnionType):
@@ -110,17 +132,24 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def table(model: type[BaseModel], fields: list[str] | None = None) -> str:
-    """The reference table of ``model``'s fields (all, or just ``fields``)."""
-    rows = ["| key | type | default | description |", "|---|---|---|---|"]
+def rows(model: type[BaseModel], fields: list[str] | None = None) -> list[str]:
+    """The reference rows of ``model``'s fields (all, or just ``fields``)."""
+    out = []
     for name, field in model.model_fields.items():
         if fields is not None and name not in fields:
             continue
         if not field.description:
             raise ValueError(f"{model.__name__}.{name} has no description; add one to its Field")
-        rows.append(f"| `{name}` | {_cell(_type(field.annotation))} | {_cell(_default(field))} | "
-                    f"{_cell(field.description)} |")
-    return "\n".join(rows)
+        out.append(f"| `{name}` | {_cell(_type(field.annotation))} | {_cell(_default(field))} | "
+                   f"{_cell(field.description)} |")
+    return out
+
+
+def table(model: type[BaseModel], fields: list[str] | None = None,
+          more: list[str] = ()) -> str:
+    """The reference table of ``model``'s fields (all, or just ``fields``), then ``more`` rows."""
+    return "\n".join(["| key | type | default | description |", "|---|---|---|---|",
+                      *rows(model, fields), *more])
 
 
 def _doc(model: type[BaseModel]) -> str:
@@ -190,6 +219,17 @@ Only `seed`, `replicas`, `model`, `score` and `tams` determine the results; `run
 """
 
 
+def _runner_kinds() -> list[str]:
+    """The runner kinds: one line each, and a table of the keys a kind adds."""
+    out = ["The runner kinds (`runner.kind`):",
+           "\n".join(f"- `{name}`: {_doc(cls).split(' — ', 1)[-1]}" for name, cls in runner_kinds())]
+    for name, cls in runner_kinds():
+        own = [f for f in cls.model_fields if f not in RunnerSection.model_fields]
+        if own:
+            out += [f"Keys of `kind: {name}` besides the common ones:", table(cls, own)]
+    return out
+
+
 def configuration_markdown() -> str:
     parts = [
         "# Configuration reference",
@@ -211,14 +251,27 @@ def configuration_markdown() -> str:
     common = set(ModelSection.model_fields)
     for name, cfg in adapter_configs():
         own = [f for f in cfg.model_fields if f not in common or f == "adapter"]
+        # the sections of the launchers (a variant's own fields) are keys of this adapter too
+        variants = launcher_variants(cfg)
+        sections = [rows(v, [f for f in v.model_fields if f not in cfg.model_fields])
+                    for _, v in variants]
         parts += [f"## `model` with `adapter: {name}`", _doc(cfg) + "  Besides the common keys:",
-                  table(cfg, own)]
+                  table(cfg, own, [r for rs in sections for r in rs])]
         for key, sub in sub_sections(cfg):
             if key in common:
                 continue
             parts += [f"### `model.{key}` (adapter `{name}`)", _doc(sub), table(sub)]
+        for launcher, variant in variants:
+            for key, sub in sub_sections(variant):
+                if key in cfg.model_fields:
+                    continue
+                parts += [f"### `model.{key}` (adapter `{name}`)", _doc(sub), table(sub)]
     for key, model in SECTIONS:
+        if key.startswith("runner with kind: "):
+            continue
         parts += [f"## `{key}`", _doc(model), table(model)]
+        if key == "runner":
+            parts += _runner_kinds()
     parts += [
         "## A complete example",
         f"`configs/{EXAMPLE.name}`, with each key's description added as a comment:",
