@@ -22,15 +22,22 @@ import os
 import shutil
 import socket
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import ClassVar
 
 from pydantic import Field, field_validator
 
 from orchestrator.config import Strict
 from orchestrator.model import Provenance
 
-from .launchers import BIND_DESCRIPTION, Bind, LocalLauncher, state_binds, validate_binds
+from .launchers import (
+    BIND_DESCRIPTION,
+    Bind,
+    LocalLauncher,
+    state_binds,
+    validate_binds,
+)
 
 
 class ApptainerConfig(Strict):
@@ -59,8 +66,8 @@ class ApptainerLauncher(LocalLauncher):
     Config = ApptainerConfig
     in_container = True
     # a cache of image digests, not a table of runs: sharing it across instances is safe
-    _digests: dict[tuple, str] = {}
-    _dlock = threading.Lock()
+    _digests: ClassVar[dict[tuple, str]] = {}
+    _dlock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, config: ApptainerConfig, base_dir: str):
         super().__init__()
@@ -113,11 +120,11 @@ class ApptainerLauncher(LocalLauncher):
     def check(self) -> list[str]:
         prog = self.program
         if not (os.access(prog, os.X_OK) if os.sep in prog else shutil.which(prog)):
-            return [f"key model.apptainer.executable: the program {prog!r} is not found; install "
-                    "Apptainer (or put its directory on PATH)"]
+            return [(f"key model.apptainer.executable: the program {prog!r} is not found; install "
+                    "Apptainer (or put its directory on PATH)")]
         if not os.path.exists(self.image):
-            return [f"key model.apptainer.image: {self.image} does not exist; build it (`make -C "
-                    "containers images`, or `apptainer build IMAGE.sif containers/MODEL/apptainer.def`)"]
+            return [(f"key model.apptainer.image: {self.image} does not exist; build it (`make -C "
+                    "containers images`, or `apptainer build IMAGE.sif containers/MODEL/apptainer.def`)")]
         return []
 
     def describe(self) -> str:

@@ -12,18 +12,26 @@ provenance records the image id (``sha256:...``).  See docs/containers.md.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 from pydantic import Field, field_validator
 
 from orchestrator.config import Strict
 from orchestrator.model import ModelRunError, Provenance
 
-from .launchers import BIND_DESCRIPTION, Bind, Launcher, state_binds, timed_out, validate_binds
+from .launchers import (
+    BIND_DESCRIPTION,
+    Bind,
+    Launcher,
+    state_binds,
+    timed_out,
+    validate_binds,
+)
 
 START_DAEMON = "start it with `bash tests/services/docker.sh` (as root) or `setsid dockerd &`"
 BUILD_IMAGES = "build it with `make -C containers images` (or `docker build -t IMAGE DIR`)"
@@ -72,6 +80,13 @@ class DockerConfig(Strict):
     @classmethod
     def _binds(cls, v: list[str]) -> list[str]:
         return validate_binds(v)
+
+
+def _engine_errors() -> tuple[type[Exception], ...]:
+    """What the SDK raises when a container or the engine went away (call it once the SDK is
+    known to be there: a container exists)."""
+    import requests
+    return (_sdk().errors.DockerException, requests.exceptions.RequestException)
 
 
 def _sdk():
@@ -149,12 +164,12 @@ class DockerLauncher(Launcher):
         volumes = {seg: {"bind": seg, "mode": "rw"}}
         for b in state_binds(seg, reads) + self.binds:
             volumes.setdefault(b.src, {"bind": b.dst, "mode": "ro" if b.read_only else "rw"})
-        kw = dict(command=list(argv), working_dir=seg, volumes=volumes,
-                  user=c.user or f"{os.getuid()}:{os.getgid()}", environment=dict(env),
-                  labels={**c.labels, LABEL: seg, "tams.driver": f"{socket.gethostname()}:{os.getpid()}"},
-                  network_mode=c.network, detach=True)
+        kw = {"command": list(argv), "working_dir": seg, "volumes": volumes,
+                  "user": c.user or f"{os.getuid()}:{os.getgid()}", "environment": dict(env),
+                  "labels": {**c.labels, LABEL: seg, "tams.driver": f"{socket.gethostname()}:{os.getpid()}"},
+                  "network_mode": c.network, "detach": True}
         if c.cpus is not None:
-            kw["nano_cpus"] = int(round(c.cpus * 1e9))
+            kw["nano_cpus"] = round(c.cpus * 1e9)
         if c.memory is not None:
             kw["mem_limit"] = c.memory
             kw["memswap_limit"] = c.memory  # no swap beyond the limit
@@ -212,7 +227,7 @@ class DockerLauncher(Launcher):
         for name, out, err in (("stdout.txt", True, False), ("stderr.txt", False, True)):
             try:
                 data = ctr.logs(stdout=out, stderr=err)
-            except Exception:  # the container is gone: keep whatever is there
+            except _engine_errors():  # the container is gone: keep whatever is there
                 continue
             with open(os.path.join(workdir, name), "wb") as f:
                 f.write(data)
@@ -221,7 +236,7 @@ class DockerLauncher(Launcher):
         try:
             ctr.reload()
             oom = ctr.attrs["State"].get("OOMKilled")
-        except Exception:
+        except (*_engine_errors(), KeyError, AttributeError):
             return
         if oom:
             with open(os.path.join(workdir, "stderr.txt"), "a") as f:
@@ -231,10 +246,8 @@ class DockerLauncher(Launcher):
     def _remove(self, cid: str, client) -> None:
         with self._lock:
             self._running.pop(cid, None)
-        try:
+        with contextlib.suppress(*_engine_errors()):  # already gone
             client.api.remove_container(cid, force=True)
-        except Exception:  # already gone
-            pass
 
     def running(self) -> list[str]:
         """Ids of this instance's containers still running."""
@@ -246,10 +259,8 @@ class DockerLauncher(Launcher):
             running = list(self._running.items())
             self._running.clear()
         for cid, client in running:
-            try:
+            with contextlib.suppress(*_engine_errors()):  # already gone
                 client.api.remove_container(cid, force=True)
-            except Exception:
-                pass
 
     def close(self) -> None:
         """Remove this instance's containers and close its engine connections (a later run
@@ -259,10 +270,8 @@ class DockerLauncher(Launcher):
             clients, self._clients = self._clients, []
         self._local = threading.local()
         for c in clients:
-            try:
+            with contextlib.suppress(*_engine_errors(), OSError):  # on the way out
                 c.close()
-            except Exception:  # pragma: no cover - best effort on the way out
-                pass
 
 
 def _short(exc: Exception) -> str:

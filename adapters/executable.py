@@ -30,11 +30,19 @@ import numpy as np
 from pydantic import Field, create_model, field_validator, model_validator
 
 from orchestrator.config import ModelSection, tagged_union
-from orchestrator.model import (Checkpoints, ForwardModel, ModelRunError, Provenance,
-                                SegmentRequest, SegmentResult, StateRef)
+from orchestrator.model import (
+    Checkpoints,
+    ForwardModel,
+    ModelRunError,
+    Provenance,
+    SegmentRequest,
+    SegmentResult,
+    StateRef,
+)
 from orchestrator.registry import LAUNCHERS, launcher_class
 
-from .launchers import Launcher, tail as _tail
+from .launchers import Launcher
+from .launchers import tail as _tail
 
 PROTOCOL_VERSION = 1
 _DONE = "done.json"
@@ -105,7 +113,7 @@ class ExecutableModelConfig(ModelSection):
 
     # --- the discriminated union by `launcher` --------------------------------------------
     @classmethod
-    def variants(cls) -> dict[str, type["ExecutableModelConfig"]]:
+    def variants(cls) -> dict[str, type[ExecutableModelConfig]]:
         """One subclass per registered launcher: `launcher` fixed to its name, plus the
         launcher's section `model.<name>` when its ``Config`` has one."""
         return {name: _variant(name) for name in LAUNCHERS.names()}
@@ -220,22 +228,22 @@ class ExecutableModel(ForwardModel):
             return problems or self._check_initial_state()
         exe = self.executable
         if os.sep not in self.config.executable and not os.path.exists(exe):
-            return [f"key model.executable: {exe} is not found on PATH; give its path "
-                    "(relative to the YAML) or extend PATH"]
+            return [(f"key model.executable: {exe} is not found on PATH; give its path "
+                    "(relative to the YAML) or extend PATH")]
         if not os.path.exists(exe):
-            return [f"key model.executable: {exe} does not exist; build the model (e.g. `make -C "
-                    f"{Path(exe).parent.parent}`) or fix the path"]
+            return [(f"key model.executable: {exe} does not exist; build the model (e.g. `make -C "
+                    f"{Path(exe).parent.parent}`) or fix the path")]
         if os.path.isdir(exe) or not os.access(exe, os.X_OK):
-            return [f"key model.executable: {exe} is not an executable file; `chmod +x` it or "
-                    "fix the path"]
+            return [(f"key model.executable: {exe} is not an executable file; `chmod +x` it or "
+                    "fix the path")]
         return self._check_initial_state()
 
     def _check_initial_state(self) -> list[str]:
         if self.config.initial_state:
             p = Path(self.base_dir, self.config.initial_state)
             if not p.is_file():
-                return [f"key model.initial_state: {p} does not exist; give an existing "
-                        "checkpoint file or null"]
+                return [(f"key model.initial_state: {p} does not exist; give an existing "
+                        "checkpoint file or null")]
         return []
 
     def shutdown(self) -> None:  # type: ignore[override]

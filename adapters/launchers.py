@@ -33,9 +33,10 @@ import socket
 import subprocess
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 from orchestrator.model import ModelRunError, Provenance
 
@@ -66,7 +67,7 @@ def _setpriv() -> str | None:
         if path and _prctl is not None:
             try:
                 ok = "--pdeathsig" in subprocess.run([path, "--help"], capture_output=True,
-                                                     text=True, timeout=10).stdout
+                                                     text=True, timeout=10, check=False).stdout
             except (OSError, subprocess.SubprocessError):
                 ok = False
         _setpriv_cache.append(path if ok else None)
@@ -110,7 +111,7 @@ class Bind:
     read_only: bool = True
 
     @classmethod
-    def parse(cls, text: str, base_dir: str) -> "Bind":
+    def parse(cls, text: str, base_dir: str) -> Bind:
         parts = text.split(":")
         mode = "ro"
         if len(parts) > 1 and parts[-1] in ("ro", "rw"):
@@ -173,7 +174,7 @@ class Launcher(ABC):
     in_container: ClassVar[bool] = False
 
     @classmethod
-    def from_config(cls, section: Any, base_dir: str) -> "Launcher":
+    def from_config(cls, section: Any, base_dir: str) -> Launcher:
         """Build the launcher from its validated section (None without one); ``base_dir`` is
         the campaign's directory (relative paths in the section are taken from it)."""
         return cls() if section is None else cls(section, base_dir)  # type: ignore[call-arg]
@@ -239,7 +240,8 @@ class LocalLauncher(Launcher):
                 else:
                     proc = subprocess.Popen(argv, cwd=workdir, env=env, stdout=out, stderr=err,
                                             stdin=subprocess.DEVNULL, start_new_session=True,
-                                            preexec_fn=_die_with_parent)
+                                            # only without setpriv; it calls prctl alone
+                                            preexec_fn=_die_with_parent)  # noqa: PLW1509
             except FileNotFoundError:
                 raise ModelRunError(f"segment {workdir}: the executable {argv[0]} does not exist; "
                                     f"{self._missing_fix()}", workdir, transient=False) from None

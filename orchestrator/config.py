@@ -16,16 +16,26 @@ command-line tool's output.
 from __future__ import annotations
 
 import difflib
+import functools
 import math
+import operator
 import os
 import re
-from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag,
-                      ValidationError, ValidationInfo, field_validator)
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from orchestrator.errors import ConfigError
@@ -53,7 +63,7 @@ class ModelSection(Strict):
     noise: Literal["file", "seed"] = Field(
         "file", description="`file`: the orchestrator supplies every step's noise (exact "
         "branching); `seed`: the model draws its own noise from a per-segment seed.")
-    observables: list[Union[str, Observable]] = Field(
+    observables: list[str | Observable] = Field(
         description="Names (or {name, units, long_name}) of the observables reported at each step, "
         "in trace column order.")
     checkpoint_every: int = Field(
@@ -309,7 +319,7 @@ class RunnerSection(Strict):
         return v
 
     @classmethod
-    def variants(cls) -> dict[str, type["RunnerSection"]]:
+    def variants(cls) -> dict[str, type[RunnerSection]]:
         """Every registered runner kind: name -> its class (a subclass of this one)."""
         from orchestrator.registry import RUNNERS
         return {name: RUNNERS.load(name) for name in RUNNERS.names()}
@@ -331,7 +341,7 @@ class DatabaseSection(Strict):
         "live", description="`live`: delete states no live trajectory can branch from; `all`: keep.")
 
 
-@cache
+@functools.cache
 def campaign_model() -> type[Strict]:
     """The class validating a whole campaign, built once per process: its ``runner`` is the
     discriminated union of the runner kinds installed (built-ins and plug-ins)."""
@@ -412,8 +422,9 @@ def tagged_union(key: str, members: dict[str, type[BaseModel]], default: str, wh
                     "at": k, "key": key, "owners": ", ".join(owners), "chosen": chosen})
         return v
 
-    tagged = tuple(Annotated[m, Tag(f"{key}: {name}")] for name, m in members.items())
-    return Annotated[Union[tagged], Discriminator(  # type: ignore[valid-type]
+    tagged = [Annotated[m, Tag(f"{key}: {name}")] for name, m in members.items()]
+    union = functools.reduce(operator.or_, tagged)  # Union[...] of the tagged members
+    return Annotated[union, Discriminator(  # type: ignore[valid-type]
         tag_of, custom_error_type="unknown_choice", custom_error_message=f"unknown {what}",
         custom_error_context={"at": key, "what": what, "expected": repr(sorted(members))}),
         BeforeValidator(other_sections)]
@@ -434,7 +445,7 @@ class LoadedCampaign:
 
     @property
     def n_steps(self) -> int:
-        return int(round(self.campaign.tams.horizon / self.model.dt))
+        return round(self.campaign.tams.horizon / self.model.dt)
 
     def db_path(self, override: str | None = None) -> Path:
         return Path(override or self.campaign.database.path or f"{self.name}.h5")

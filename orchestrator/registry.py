@@ -138,7 +138,7 @@ def _import(plugin: Plugin, registry: Registry) -> Any:
         obj: Any = importlib.import_module(module_name.strip())
         for part in attr.strip().split(".") if attr.strip() else ():
             obj = getattr(obj, part)
-    except Exception as exc:  # a broken plug-in must not become a traceback
+    except Exception as exc:  # noqa: BLE001 - a broken plug-in must not become a traceback
         what = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
         fix = REINSTALL if plugin.distribution == DISTRIBUTION else (
             f"fix or reinstall {plugin.distribution or 'the package that provides it'}")
@@ -167,7 +167,7 @@ def check_own_adapters_package() -> None:
     if beside:
         try:
             marked = getattr(importlib.import_module("adapters"), MARKER, None) == DISTRIBUTION
-        except Exception:  # its __init__ is not ours (or is broken): reported below
+        except Exception:  # noqa: BLE001 - its __init__ is not ours (or broken): reported below
             marked = False
     if beside and marked:
         return

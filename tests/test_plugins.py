@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPO, write_campaign
+
 from orchestrator import config, registry
 from orchestrator.model import ModelRunError, SegmentRequest
 
@@ -39,7 +39,7 @@ def tams(args: list[str], cwd: Path, pythonpath: list[Path] = (), timeout: float
     exe = Path(sys.executable).with_name("tams")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "orchestrator.cli"]
     return subprocess.run(cmd + args, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, check=False)
 
 
 def one_line(res, code: int) -> str:
@@ -55,7 +55,7 @@ def pip_install(package: Path, target: Path) -> None:
     """A real install of ``package`` into ``target`` (pip builds it like any sdist)."""
     res = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
                           "--disable-pip-version-check", "--target", str(target), str(package)],
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=600, check=False)
     assert res.returncode == 0, res.stderr
 
 
@@ -156,7 +156,7 @@ def alive(pid: int) -> bool:
 
 def test_shutting_one_model_down_leaves_another_models_run_alive(tmp_path):
     a, th_a, err_a, pid_a = _sleeper(tmp_path, "a")
-    b, th_b, err_b, pid_b = _sleeper(tmp_path, "b")
+    b, th_b, _err_b, pid_b = _sleeper(tmp_path, "b")
     try:
         a.shutdown()
         th_a.join(30)

@@ -15,6 +15,7 @@ segments for whatever algorithm submits them.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -22,7 +23,7 @@ import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import Field
 
@@ -197,7 +198,7 @@ class BlockErrors:
         from parsl.jobs.states import JobState
         try:
             self.connected.update(str(b) for b in executor.connected_blocks())
-        except Exception:  # pragma: no cover - the interchange is going away
+        except Exception:  # noqa: BLE001 - pragma: no cover - the interchange is going away
             return
         recent = sorted(status, key=lambda b: int(b) if str(b).isdigit() else -1)[-self.threshold:]
         if len(recent) == self.threshold and all(
@@ -238,7 +239,7 @@ class Executor:
         self._elastic = False  # blocks come and go (a batch system): count connected workers
         self.pool = f"executor-{uuid.uuid4().hex}"
 
-    def __enter__(self) -> "Executor":
+    def __enter__(self) -> Self:
         import parsl
         from parsl import python_app
 
@@ -294,7 +295,5 @@ class Executor:
         try:
             dfk.cleanup()
         finally:
-            try:
+            with contextlib.suppress(Exception):  # best effort: the DFK is gone already
                 parsl.clear()
-            except Exception:  # pragma: no cover
-                pass

@@ -12,10 +12,16 @@ executor in the same process (two campaigns run from one Python program) alone, 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 
-from orchestrator.model import ForwardModel, ModelRunError, SegmentRequest, SegmentResult
+from orchestrator.model import (
+    ForwardModel,
+    ModelRunError,
+    SegmentRequest,
+    SegmentResult,
+)
 
 DEFAULT_POOL = "default"
 
@@ -51,10 +57,8 @@ class ModelPool:
                 self.closed = True
                 self._models.clear()
         for model in models:
-            try:
+            with contextlib.suppress(Exception):  # best effort on the way out: stop the others
                 model.shutdown()
-            except Exception:  # pragma: no cover - best effort on the way out
-                pass
 
 
 _POOLS: dict[str, ModelPool] = {}
@@ -82,7 +86,7 @@ def run_segment(spec: tuple[str, dict, str], request: SegmentRequest,
         return model.run_segment(request)
     except ModelRunError:
         raise
-    except Exception as exc:  # an adapter bug must still name the segment
+    except Exception as exc:  # noqa: BLE001 - an adapter bug must still name the segment
         raise ModelRunError(f"segment {request.workdir}: {type(exc).__name__}: {exc}",
                             request.workdir) from None
 

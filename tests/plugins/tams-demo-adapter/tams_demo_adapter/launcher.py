@@ -6,7 +6,7 @@ handling (its own process group, timeouts, per-instance table of runs).
 from __future__ import annotations
 
 import shutil
-from typing import Sequence
+from collections.abc import Sequence
 
 from pydantic import Field, field_validator
 

@@ -14,8 +14,15 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from orchestrator.config import ModelSection
-from orchestrator.model import (Checkpoints, ForwardModel, ModelRunError, Provenance,
-                                SegmentRequest, SegmentResult, StateRef)
+from orchestrator.model import (
+    Checkpoints,
+    ForwardModel,
+    ModelRunError,
+    Provenance,
+    SegmentRequest,
+    SegmentResult,
+    StateRef,
+)
 
 
 class DemoConfig(ModelSection):
@@ -65,7 +72,7 @@ class DemoModel(ForwardModel):
             raise ModelRunError(f"segment {request.workdir}: cannot read the start state "
                                 f"({exc})", request.workdir, transient=False) from None
         sq = math.sqrt(self.config.eps * request.dt)
-        promised = set(int(s) for s in request.promised_checkpoints())
+        promised = {int(s) for s in request.promised_checkpoints()}
         xs, files, steps = [], [], []
         for i in range(request.n_steps):
             x = x + request.dt * (x - x ** 3) + sq * float(request.noise[i, 0])
