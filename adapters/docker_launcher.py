@@ -203,8 +203,13 @@ class DockerLauncher(Launcher):
             try:
                 code = int(ctr.wait(timeout=timeout)["StatusCode"])
             except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-                self._save_logs(ctr, workdir)
-                raise timed_out(workdir, timeout, f"its container ({self.config.image})") from None
+                with self._lock:
+                    stopped = ctr.id not in self._running  # kill_all/close cut the wait short
+                if not stopped:
+                    self._save_logs(ctr, workdir)
+                    raise timed_out(workdir, timeout,
+                                    f"its container ({self.config.image})") from None
+                code = None
             except docker.errors.NotFound:
                 code = None
             with self._lock:
