@@ -7,7 +7,8 @@ sentence: the file, the key, what is wrong and the fix.
 Sections whose keys depend on one key are pydantic discriminated unions over plug-ins found
 through the registry (:func:`tagged_union`): ``runner`` by ``kind`` (the ``tams.runners``
 entry points), an executable ``model`` by ``launcher`` (``tams.launchers``).  So the class
-validating a campaign, :data:`Campaign`, is built on first use, from what is installed.
+validating a campaign, :func:`campaign_model`, is built on first use from what is
+installed (never at import, so a broken plug-in cannot break ``import orchestrator``).
 
 Paths: *inputs* named in the YAML (model files, modules) are relative to the YAML's
 directory; *outputs* (the database) are relative to the current directory, like any
@@ -341,60 +342,67 @@ class DatabaseSection(Strict):
         "live", description="`live`: delete states no live trajectory can branch from; `all`: keep.")
 
 
+# The `runner` keys depend on the installed runner kinds, so the class that validates a
+# campaign is campaign_model(), a subclass whose `runner` is their discriminated union; every
+# loaded campaign is an instance of both.  (The docstring is the reference's text.)
+class Campaign(Strict):
+    """One campaign: the top level of the YAML file."""
+
+    name: str | None = Field(None, description="Campaign name (default: the YAML file's stem).")
+    seed: int = Field(description="The campaign seed (an integer >= 0): the same seed gives the "
+                      "same results, bit for bit.")
+    replicas: int = Field(1, description="Independent TAMS estimates run concurrently (>= 1).")
+    model: dict[str, Any] = Field(description="The forward model; keys depend on `adapter`.")
+    score: ScoreSection = Field(description="The score function and target (section `score`).")
+    tams: TamsSection = Field(description="The TAMS settings: N, k, horizon (section `tams`).")
+    runner: RunnerSection = Field(
+        default_factory=lambda: default_runner(), description="Execution: threads, "
+        "processes or Slurm, workers, retries (section `runner`).",
+        json_schema_extra={"doc_default": "`kind: threads` with its defaults"})
+    database: DatabaseSection = Field(default_factory=DatabaseSection,
+                                      description="Where results and states are stored (section "
+                                      "`database`).")
+
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, v: int) -> int:
+        if not 0 <= v < 2**63:
+            raise ValueError("must be an integer in [0, 2**63)")
+        return v
+
+    @field_validator("replicas")
+    @classmethod
+    def _rep(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be an integer >= 1")
+        return v
+
+
+def default_runner() -> RunnerSection:
+    """`runner` when the YAML has none: the `threads` kind with its defaults."""
+    return RunnerSection.variants()["threads"]()
+
+
 @functools.cache
-def campaign_model() -> type[Strict]:
-    """The class validating a whole campaign, built once per process: its ``runner`` is the
-    discriminated union of the runner kinds installed (built-ins and plug-ins)."""
+def campaign_model() -> type[Campaign]:
+    """The class validating a whole campaign, built once per process (on first use, not at
+    import: it reads the registry): :class:`Campaign` with ``runner`` the discriminated union
+    of the runner kinds installed (built-ins and plug-ins)."""
     runner_type = runner_union()
 
-    def runner_type_default():
-        return RunnerSection.variants()["threads"]()
-
-    class Campaign(Strict):
-        """One campaign: the top level of the YAML file."""
-
-        name: str | None = Field(None, description="Campaign name (default: the YAML file's stem).")
-        seed: int = Field(description="The campaign seed (an integer >= 0): the same seed gives the "
-                          "same results, bit for bit.")
-        replicas: int = Field(1, description="Independent TAMS estimates run concurrently (>= 1).")
-        model: dict[str, Any] = Field(description="The forward model; keys depend on `adapter`.")
-        score: ScoreSection = Field(description="The score function and target (section `score`).")
-        tams: TamsSection = Field(description="The TAMS settings: N, k, horizon (section `tams`).")
+    class ValidatedCampaign(Campaign):
+        __doc__ = Campaign.__doc__
         runner: runner_type = Field(  # type: ignore[valid-type]
-            default_factory=runner_type_default, description="Execution: threads, "
-            "processes or Slurm, workers, retries (section `runner`).",
+            default_factory=default_runner, description=Campaign.model_fields["runner"].description,
             json_schema_extra={"doc_default": "`kind: threads` with its defaults"})
-        database: DatabaseSection = Field(default_factory=DatabaseSection,
-                                          description="Where results and states are stored (section "
-                                          "`database`).")
 
-        @field_validator("seed")
-        @classmethod
-        def _seed(cls, v: int) -> int:
-            if not 0 <= v < 2**63:
-                raise ValueError("must be an integer in [0, 2**63)")
-            return v
-
-        @field_validator("replicas")
-        @classmethod
-        def _rep(cls, v: int) -> int:
-            if v < 1:
-                raise ValueError("must be an integer >= 1")
-            return v
-
-    return Campaign
+    ValidatedCampaign.__name__ = ValidatedCampaign.__qualname__ = "Campaign"
+    return ValidatedCampaign
 
 
 def runner_union() -> Any:
     """The ``runner`` section's type: by ``kind`` (default ``threads``), over the registry."""
     return tagged_union("kind", RunnerSection.variants(), default="threads", what="runner kind")
-
-
-def __getattr__(name: str) -> Any:
-    # `Campaign` depends on the installed runner kinds: built on first use (campaign_model)
-    if name == "Campaign":
-        return campaign_model()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def tagged_union(key: str, members: dict[str, type[BaseModel]], default: str, what: str) -> Any:
@@ -433,9 +441,8 @@ def tagged_union(key: str, members: dict[str, type[BaseModel]], default: str, wh
 class LoadedCampaign:
     """A validated campaign plus what was derived from its file."""
 
-    def __init__(self, campaign: Any, model: ModelSection, path: Path, text: str,
+    def __init__(self, campaign: Campaign, model: ModelSection, path: Path, text: str,
                  base_dir: str | None = None):
-        # campaign: an instance of campaign_model()
         self.campaign = campaign
         self.model = model
         self.path = path

@@ -34,7 +34,7 @@ from orchestrator.registry import ADAPTERS, LAUNCHERS, RUNNERS, adapter_class
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "configs" / "doublewell2d.yaml"
 
-Campaign = campaign_model()
+Campaign = campaign_model()  # the validating class: its runner row says `mapping`
 
 
 def runner_kinds() -> list[tuple[str, type[RunnerSection]]]:

@@ -52,9 +52,13 @@ def one_line(res, code: int) -> str:
 
 
 def pip_install(package: Path, target: Path) -> None:
-    """A real install of ``package`` into ``target`` (pip builds it like any sdist)."""
+    """A real install of ``package`` into ``target`` (pip builds it like any sdist), from a
+    copy: setuptools builds in the source tree (build/, *.egg-info), which is not ours to
+    litter."""
+    src = target.parent / f"{package.name}-src"
+    shutil.copytree(package, src, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     res = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-                          "--disable-pip-version-check", "--target", str(target), str(package)],
+                          "--disable-pip-version-check", "--target", str(target), str(src)],
                          capture_output=True, text=True, timeout=600, check=False)
     assert res.returncode == 0, res.stderr
 
@@ -173,7 +177,7 @@ def test_shutting_one_model_down_leaves_another_models_run_alive(tmp_path):
 def test_worker_pools_are_per_executor(tmp_path):
     """Two executors in one process (two campaigns run from one program): closing one stops
     its models' runs, not the other's; shutdown_models() without a name stops all."""
-    from orchestrator.run import worker
+    from orchestrator.runtime import worker
     exe = shutil.which("sleep")
     spec = ("executable", {"adapter": "executable", "executable": exe, "dt": 0.01,
                            "command": ["{executable}", "60"], "noise": "seed",
@@ -345,7 +349,9 @@ def test_a_foreign_adapters_distribution_is_named(tmp_path):
         assert "another installed package named `adapters` of the distribution adapters" in err
         assert "shadows this project's own `adapters` package" in err
         assert "`pip uninstall adapters`" in err and "unknown adapter" not in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["camp.yaml", "foreign", "site"]
+    # nothing written by tams (the campaign's database, its run directory)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["camp.yaml", "foreign", "foreign-src",
+                                                          "site"]
 
 
 def test_a_foreign_adapters_directory_is_named(tmp_path):

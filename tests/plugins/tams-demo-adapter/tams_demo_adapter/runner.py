@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field
 
 from orchestrator.config import RunnerSection
-from orchestrator.run.executor import ParslPart
+from orchestrator.runtime.executor import ParslPart
 
 
 class SerialRunner(RunnerSection):
