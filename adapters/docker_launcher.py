@@ -197,24 +197,24 @@ class DockerLauncher(Launcher):
             try:
                 ctr.start()
             except docker.errors.APIError as exc:
-                raise ModelRunError(f"segment {workdir}: the container of {self.config.image} did "
-                                    f"not start ({_short(exc)}); {self._missing_fix()}", workdir,
-                                    transient=False) from None
-            try:
-                code = int(ctr.wait(timeout=timeout)["StatusCode"])
-            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-                with self._lock:
-                    stopped = ctr.id not in self._running  # kill_all/close cut the wait short
-                if not stopped:
-                    self._save_logs(ctr, workdir)
-                    raise timed_out(workdir, timeout,
-                                    f"its container ({self.config.image})") from None
-                code = None
-            except docker.errors.NotFound:
-                code = None
-            with self._lock:
-                if ctr.id not in self._running:
-                    code = None  # removed by kill_all
+                if not self._stopped(ctr.id):  # not removed by kill_all before it started
+                    raise ModelRunError(f"segment {workdir}: the container of "
+                                        f"{self.config.image} did not start ({_short(exc)}); "
+                                        f"{self._missing_fix()}", workdir,
+                                        transient=False) from None
+            code = None
+            if not self._stopped(ctr.id):
+                try:
+                    code = int(ctr.wait(timeout=timeout)["StatusCode"])
+                except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+                    if not self._stopped(ctr.id):  # else kill_all/close cut the wait short
+                        self._save_logs(ctr, workdir)
+                        raise timed_out(workdir, timeout,
+                                        f"its container ({self.config.image})") from None
+                except docker.errors.NotFound:
+                    code = None
+            if self._stopped(ctr.id):
+                code = None  # removed by kill_all
             if code is None:
                 raise ModelRunError(f"segment {workdir}: its container was stopped (driver "
                                     "shutdown)", workdir)
@@ -247,6 +247,11 @@ class DockerLauncher(Launcher):
             with open(os.path.join(workdir, "stderr.txt"), "a") as f:
                 f.write(f"[tams] the container was killed for exceeding its memory limit "
                         f"(model.docker.memory = {self.config.memory})\n")
+
+    def _stopped(self, cid: str) -> bool:
+        """True when kill_all removed this container (it left this instance's table)."""
+        with self._lock:
+            return cid not in self._running
 
     def _remove(self, cid: str, client) -> None:
         with self._lock:
