@@ -267,12 +267,11 @@ class Executor:
         now = time.monotonic()
         if now - self._capacity_at > 2.0:
             self._capacity_at = now
-            try:
+            # the interchange may be starting or going away: keep the last count then
+            with contextlib.suppress(Exception):
                 ex = self.dfk.executors["tams"]
                 self._capacity = sum(int(m.get("worker_count", 0))
                                      for m in ex.connected_managers() if m.get("active", True))
-            except Exception:  # noqa: BLE001 - the interchange is starting or going away
-                pass
         return self._capacity
 
     @staticmethod
