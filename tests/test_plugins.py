@@ -80,8 +80,8 @@ def test_builtins_are_exactly_the_entry_points_of_pyproject():
 
 
 def test_tams_is_registered_as_an_algorithm():
-    from orchestrator.core.ensemble import Replica
-    assert registry.algorithm("tams") is Replica
+    from orchestrator.core.ensemble import Ensemble
+    assert registry.algorithm("tams") is Ensemble
 
 
 @pytest.mark.parametrize("reg,name", [(registry.ADAPTERS, "fortran"),
