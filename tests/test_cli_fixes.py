@@ -63,14 +63,13 @@ def test_closed_pipe_ends_quietly(small_run, argv, first):
     closed pipe for sure; the command must end without a word on stderr and with 0 or 141."""
     tmp, _, db, _ = small_run
     cmd = " ".join(shlex.quote(a) for a in TAMS + argv)
-    for _ in range(2):
-        res = subprocess.run(["bash", "-c", f'{cmd} | head -1; echo "rc=${{PIPESTATUS[0]}}" >&2'],
-                             cwd=tmp, capture_output=True, text=True, timeout=300,
-                             env=_env(PYTHONUNBUFFERED="1"), check=False)
-        assert res.stdout.startswith(first) and res.stdout.count("\n") == 1, res.stdout
-        rc = res.stderr.strip().splitlines()[-1]
-        assert rc in ("rc=0", "rc=141"), res.stderr
-        assert res.stderr.strip() == rc, f"something was said on stderr: {res.stderr!r}"
+    res = subprocess.run(["bash", "-c", f'{cmd} | head -1; echo "rc=${{PIPESTATUS[0]}}" >&2'],
+                         cwd=tmp, capture_output=True, text=True, timeout=300,
+                         env=_env(PYTHONUNBUFFERED="1"), check=False)
+    assert res.stdout.startswith(first) and res.stdout.count("\n") == 1, res.stdout
+    rc = res.stderr.strip().splitlines()[-1]
+    assert rc in ("rc=0", "rc=141"), res.stderr
+    assert res.stderr.strip() == rc, f"something was said on stderr: {res.stderr!r}"
     check = tams(tmp, "check-db", db.name)  # and the database is intact
     assert check.returncode == 0 and check.stdout.strip() == "camp.h5: consistent", check
 
@@ -154,28 +153,34 @@ def test_check_that_passes_leaves_no_temporary_directory(tmp_path):
 _CI = re.compile(r"p = (\S+) ± \S+ \(standard error\), 95 % CI \[(\S+), (\S+)\]")
 
 
-def test_report_interval_of_two_replicas_is_a_probability_interval(small_run):
-    """The 2-replica campaign whose Student-t interval went below 0 ([-0.000347, 0.000539])."""
-    tmp, _, db, run_out = small_run
-    for text in (run_out, tams(tmp, "report", "--no-figures", db.name).stdout):
+def test_report_interval_of_two_replicas_is_a_probability_interval(small_run, capsys):
+    """The 2-replica campaign whose Student-t interval went below 0 ([-0.000347, 0.000539]):
+    in `tams run`'s report (a subprocess) and in `tams report` (in process)."""
+    from orchestrator.cli import main
+    _, _, db, run_out = small_run
+    assert main(["report", "--no-figures", str(db)]) == 0
+    for text in (run_out, capsys.readouterr().out):
         m = _CI.search(text)
         assert m, text
         mean, lo, hi = map(float, m.groups())
         assert 0.0 <= lo <= mean <= hi <= 1.0, m.group(0)
 
 
-def test_report_when_every_replica_is_zero(tmp_path):
+def test_report_when_every_replica_is_zero(in_tmp, capsys):
     """max_iterations = 1 before anything reaches the target: both estimates are 0.  The
     report gives an upper bound (and, with --reference, no division by a zero standard
-    error, which used to end in a traceback)."""
-    path = write_campaign(tmp_path, tams__segment_steps=400, tams__max_iterations=1,
+    error, which used to end in a traceback).  In process, through `orchestrator.cli.main`."""
+    from orchestrator.cli import main
+    path = write_campaign(in_tmp, tams__segment_steps=400, tams__max_iterations=1,
                           tams__horizon=0.3)
-    assert tams(tmp_path, "run", "-q", path.name).returncode == 0
-    res = tams(tmp_path, "report", "--no-figures", "--reference", "1e-3", "camp.h5")
-    assert res.returncode == 0 and res.stderr == "", res
+    assert main(["run", "-q", path.name]) == 0
+    capsys.readouterr()
+    assert main(["report", "--no-figures", "--reference", "1e-3", "camp.h5"]) == 0
+    out = capsys.readouterr()
+    assert out.err == "", out.err
     bound = 1 - 0.025 ** 0.5
-    assert f"95 % CI [0, {bound:.4g}], an upper bound only" in res.stdout, res.stdout
-    assert "reference p = 0.001: inside the 95 % CI" in res.stdout
+    assert f"95 % CI [0, {bound:.4g}], an upper bound only" in out.out, out.out
+    assert "reference p = 0.001: inside the 95 % CI" in out.out
 
 
 def test_ci95_special_cases():
@@ -235,6 +240,7 @@ COVERAGE_CASES = [
 ]
 
 
+@pytest.mark.slow  # statistical: 16 x 2000 replica sets
 @pytest.mark.parametrize("n", [2, 3, 5, 10])
 @pytest.mark.parametrize("name, sample, p", COVERAGE_CASES, ids=[c[0] for c in COVERAGE_CASES])
 def test_ci_covers_95_percent_on_skewed_estimates(name, sample, p, n):
