@@ -28,6 +28,8 @@ from orchestrator.runtime.driver import Driver
 from orchestrator.store import Database
 from orchestrator.model import ModelRunError, SegmentRequest
 
+pytestmark = pytest.mark.slow  # Docker engine, images, containers
+
 DW_BIN = REPO / "containers" / "doublewell2d" / "bin" / "doublewell2d"
 AMOC_BIN = REPO / "containers" / "amoc-box" / "bin" / "amoc-box"
 AMOC_STANDIN = REPO / "containers" / "amoc-box" / "bin" / "amoc-box-standin.sif"

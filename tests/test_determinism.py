@@ -16,6 +16,8 @@ from conftest import assert_same, digest, write_campaign
 from orchestrator import config
 from orchestrator.runtime.driver import Driver
 
+pytestmark = pytest.mark.slow  # many full campaigns, processes, SIGKILLs: ~2.5 min
+
 
 def run(path, db):
     Driver(config.load(path), db_path=str(db)).run()

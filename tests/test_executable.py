@@ -68,6 +68,7 @@ def _without_checkpoints(d: dict) -> dict:
     return {k: v for k, v in d.items() if "/checkpoints/" not in k and not k.endswith("/start_step")}
 
 
+@pytest.mark.slow  # two full campaigns
 def test_campaign_matches_python_campaign(tmp_path):
     py = write_campaign(tmp_path, "py", replicas=2, tams__trajectories=10, tams__segment_steps=200)
     f90 = write_campaign(tmp_path, "f90", replicas=2, tams__trajectories=10, tams__segment_steps=200,

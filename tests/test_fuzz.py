@@ -31,6 +31,8 @@ from orchestrator import config as cfg
 from orchestrator.cli import main
 from orchestrator.model import ModelRunError, SegmentRequest, SegmentResult
 
+pytestmark = pytest.mark.slow  # hundreds of hypothesis examples, ~30 s
+
 def fuzz(n: int):
     return settings(max_examples=n, deadline=None, derandomize=True, database=None,
                     suppress_health_check=list(HealthCheck))

@@ -146,6 +146,7 @@ OU = dict(seed=7, replicas=16,
           tams={"trajectories": 24, "kill_per_iteration": 1, "horizon": 5.0, "segment_steps": 500})
 
 
+@pytest.mark.slow  # statistical: a return-time curve against the exact chain, ~1.5 min
 def test_ou_return_times_match_the_exact_chain(tmp_path, capsys):
     path = write_campaign(tmp_path, "ou", **OU)
     db_path = tmp_path / "ou.h5"

@@ -20,6 +20,7 @@ from orchestrator.store import Database
 CLI = [sys.executable, "-m", "orchestrator.cli"]
 
 
+@pytest.mark.slow  # 3 replicas run twice (tests/test_cli_fixes.py runs and reports fast)
 def test_run_prints_estimate_with_interval(tmp_path):
     path = write_campaign(tmp_path, replicas=3)
     res = subprocess.run(CLI + ["run", str(path), "-q"], cwd=tmp_path, capture_output=True,
@@ -77,6 +78,7 @@ def test_classic_ams_variant_ends_in_a(tmp_path):
         assert t.scores[-1] <= 0.1 and (t.scores[:-1] > 0.1).any()
 
 
+@pytest.mark.slow  # a campaign long enough to be watched
 def test_status_while_running(tmp_path):
     """A second process reads the database while the driver writes it."""
     path = write_campaign(tmp_path, replicas=2, tams__trajectories=20, tams__horizon=6.0)
@@ -125,6 +127,7 @@ def _our_parsl_processes(tmp_path) -> list[str]:
     return ours
 
 
+@pytest.mark.slow  # campaigns interrupted and resumed, Parsl processes
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_cleanly_and_resumes(tmp_path, sig):
     path = write_campaign(tmp_path, runner__kind="processes", runner__workers=2,

@@ -22,6 +22,8 @@ from orchestrator import config
 from orchestrator.runtime.driver import Driver
 from orchestrator.store import Database
 
+pytestmark = pytest.mark.slow  # a real Slurm cluster, minutes of blocks
+
 CLI = [sys.executable, "-m", "orchestrator.cli"]
 SMALL = dict(tams__trajectories=8, tams__horizon=4.0, tams__segment_steps=400)
 SLURM = dict(runner__kind="slurm", runner__workers=2, runner__slurm__poll_interval=2, **SMALL)

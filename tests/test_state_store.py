@@ -18,7 +18,8 @@ from orchestrator.runtime.driver import Driver
 from orchestrator.cli import main
 from orchestrator.store import Database
 
-pytestmark = pytest.mark.skipif(not DW2D.exists(), reason="build the models: make -C containers")
+pytestmark = [pytest.mark.skipif(not DW2D.exists(), reason="build the models: make -C containers"),
+              pytest.mark.slow]  # a long Fortran campaign watched for its disk use
 
 
 def du(path: Path) -> int:

@@ -9,11 +9,15 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import assert_same, digest, write_campaign
 from orchestrator import config
 from orchestrator.runtime.driver import Driver
 from orchestrator.cli.checkdb import check_database
 from orchestrator.cli import main
+
+pytestmark = pytest.mark.slow  # repeated SIGKILLs of long campaigns
 
 
 def _segments(db) -> int:

@@ -1,18 +1,34 @@
 """``tams check CAMPAIGN.yaml``: validate the YAML, find the model, run one short segment in a
-temporary directory, validate its outputs and show what came out.  Writes nothing else."""
+temporary directory, validate its outputs and show what came out.
+
+Writes nothing outside that temporary directory, which is removed afterwards — unless the
+model failed in a segment directory that still exists: then the directory is what the user
+needs to debug the model (its request, trace, stderr), so it is kept and the message says
+where, instead of naming a directory that no longer exists."""
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 import time
 
-import numpy as np
-
-from orchestrator.core import noise as nz
-from orchestrator.runtime.driver import Driver
 from orchestrator.config import load
+from orchestrator.core import noise as nz
+from orchestrator.core.segments import validate
 from orchestrator.errors import UserError
 from orchestrator.model import ModelRunError, SegmentRequest
-from orchestrator.core.ensemble import Replica
+from orchestrator.runtime.driver import Driver
+
+
+def _failure_message(path, exc: ModelRunError, tmp: str, kept: bool) -> str:
+    """One sentence: the campaign file, the model's failure, where its evidence is (only if it
+    exists: the python adapter fails before making its segment directory), and the fix."""
+    # the adapters name the directory first; say it once, below, and only if it exists
+    what = str(exc).removeprefix(f"segment {exc.workdir}: ")
+    where = (f"; its segment directory is kept for inspection in {exc.workdir} (delete {tmp} "
+             "when done)" if kept else "")
+    return (f"{path}: the model failed its test segment ({what}){where}; fix the model and run "
+            "`tams check` again.")
 
 
 def check(path: str, n_steps: int = 100) -> int:
@@ -24,7 +40,9 @@ def check(path: str, n_steps: int = 100) -> int:
     model, scorer, _ = driver._prepare()
     s = driver.settings()
     n = min(n_steps, s.segment_steps, s.horizon)
-    with tempfile.TemporaryDirectory(prefix="tams-check-") as tmp:
+    tmp = tempfile.mkdtemp(prefix="tams-check-")
+    keep = False
+    try:
         initial = model.initial_state(f"{tmp}/initial")
         key = nz.trajectory_key(s.seed, 0, 0)
         req = SegmentRequest(workdir=f"{tmp}/segment", start=initial, step0=0, n_steps=n,
@@ -35,12 +53,15 @@ def check(path: str, n_steps: int = 100) -> int:
         t0 = time.perf_counter()
         try:
             res = model.run_segment(req)
-            Replica.validate(type("R", (), {"s": s})(), req, res)
+            validate(req, res, s.n_obs)
         except ModelRunError as exc:
-            raise UserError(f"{loaded.path}: the model failed its test segment ({exc}); fix the "
-                            "model and run `tams check` again.") from None
+            keep = bool(exc.workdir) and os.path.isdir(exc.workdir)
+            raise UserError(_failure_message(loaded.path, exc, tmp, keep)) from None
         wall = time.perf_counter() - t0
         scores = scorer(res.steps * s.dt, res.observables)
+    finally:
+        if not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
     print(f"one segment of {n} steps ran in {wall * 1e3:.1f} ms ({wall / n * 1e6:.1f} µs per step), "
           f"{res.checkpoints.steps.size} checkpoint(s)")
     names = [o.name for o in loaded.model.observable_specs()]

@@ -230,6 +230,45 @@ def _yaml_error():
     return yaml.YAMLError  # a damaged database's stored campaign YAML
 
 
+def _closed_outputs() -> list:
+    """Those of stdout and stderr that are pipes whose reader has gone (``tams status DB |
+    head -1``).
+
+    A BrokenPipeError can also come from elsewhere (a socket to a Parsl worker): only one on
+    our own output means "the reader has what it wanted", so ask the kernel rather than guess
+    from the exception: poll() flags the write end of a pipe without readers with POLLERR.
+    Without poll() (Windows) a BrokenPipeError is taken to be stdout's."""
+    import select
+    if not hasattr(select, "poll"):
+        return [sys.stdout]
+    closed = []
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):  # captured or replaced streams
+            continue
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        if any(ev & select.POLLERR for _, ev in poller.poll(0)):
+            closed.append(stream)
+    return closed
+
+
+def _quiet_exit(streams) -> int:
+    """End after the reader of our output went away: silently, with the status a program
+    killed by SIGPIPE has (128 + 13 = 141), as `yes | head -1` does.  The closed streams are
+    pointed at /dev/null first, so that the interpreter's final flush of what is still
+    buffered does not print "Exception ignored ... BrokenPipeError" on the way out."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in streams:
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (AttributeError, OSError, ValueError):
+            pass
+    os.close(devnull)
+    return 128 + signal.SIGPIPE if hasattr(signal, "SIGPIPE") else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tams", description="TAMS rare-event estimation over "
                                      "external forward models.")
@@ -267,16 +306,29 @@ def main(argv: list[str] | None = None) -> int:
                        "consistent, 2 with one line per problem)")
     p.add_argument("database")
     p.set_defaults(fn=_cmd_check_db)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:  # --help, --version or a usage error, printed but maybe not yet flushed
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:  # `tams --help | head -1`
+            return _quiet_exit([sys.stdout])
+        raise
     old = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        return args.fn(args)
+        code = args.fn(args)
+        # flush here, not at interpreter exit, so that a reader gone away is handled below
+        sys.stdout.flush()
+        return code
     except UserError as exc:
         # one line, whatever the message quotes (a model's multi-line exception, stderr tail)
         print(f"tams: error: {' / '.join(filter(None, map(str.strip, str(exc).splitlines())))}",
               file=sys.stderr)
         return exc.exit_code
     except (OSError, KeyError, ValueError, IndexError, _yaml_error()) as exc:
+        closed = _closed_outputs() if isinstance(exc, BrokenPipeError) else []
+        if closed:  # the reader of our output has gone (`| head`): not a damaged database
+            return _quiet_exit(closed)
         if args.command not in ("status", "report", "check-db", "export"):
             raise
         # h5py's errors on a damaged database (checksum, filter, truncated data)

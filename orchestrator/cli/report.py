@@ -5,8 +5,9 @@ Figures (matplotlib, Agg backend, no display needed) go to ``<db stem>.report/``
 
 * ``scores.png`` — the scores of replica 0's final ensemble against time, with the target;
 * ``levels.png`` — the level against the iteration, one line per replica;
-* ``estimates.png`` — every replica's estimate, their mean and 95 % confidence band (and a
-  reference value given with ``--reference P``);
+* ``estimates.png`` — every replica's estimate, their mean and 95 % confidence band
+  (``orchestrator.core.stats.ci95``: log-normal, within [0, 1]) and a reference value given
+  with ``--reference P``;
 * ``first_passage.png`` — histogram of the first-passage times (first step with score >=
   target) of the final ensembles' trajectories that reached the target;
 * ``return_times.png`` and ``return_times.csv`` with ``--return-times QUANTITY``.
@@ -17,7 +18,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from orchestrator.core.algorithm import Outcome
 from orchestrator.core.stats import summarize
@@ -30,9 +30,9 @@ def _fmt(p: float) -> str:
 
 
 def _settings(db) -> dict:
-    cfg = yaml.safe_load(db.config_yaml)
-    return {"n": int(cfg["tams"]["trajectories"]), "k": int(cfg["tams"].get("kill_per_iteration", 1)),
-            "target": float(cfg["score"]["target"]), "horizon": float(cfg["tams"]["horizon"])}
+    """From the database's typed metadata (no re-parsing of the stored YAML)."""
+    m = db.meta
+    return {"n": m.n, "k": m.k, "target": m.target, "horizon": m.horizon}
 
 
 def text_report(db, reference: float | None = None) -> str:
@@ -45,10 +45,16 @@ def text_report(db, reference: float | None = None) -> str:
         out.append(f"  replica {v.index:4d}: p = {_fmt(v.estimate) if v.outcome else 'running':>10}"
                    f"  iterations {v.iterations:5d}  model steps {v.model_steps}{note}")
     s = summarize([v.estimate for v in finished])
-    if s.n >= 2:
+    if s.n >= 2 and s.mean == 0:
+        out.append(f"estimate: p = 0, every one of {s.n} replicas estimated 0 (extinction or "
+                   f"max_iterations); 95 % CI [0, {s.ci_high:.4g}], an upper bound only (each "
+                   "estimate is at most 1, and p cannot exceed the chance of a non-zero one)")
+    elif s.n >= 2:
+        few = ("; fewer than 5 replicas leave their spread itself uncertain, hence a wide CI"
+               if s.n < 5 else "")
         out.append(f"estimate: p = {s.mean:.4g} ± {s.stderr:.2g} (standard error), 95 % CI "
-                   f"[{s.ci_low:.4g}, {s.ci_high:.4g}], {s.n} replicas; relative std of one run "
-                   f"{s.rel_std:.2f}")
+                   f"[{s.ci_low:.4g}, {s.ci_high:.4g}] (log-normal), {s.n} replicas{few}; "
+                   f"relative std of one run {s.rel_std:.2f}")
     elif s.n == 1:
         out.append(f"estimate: p = {s.mean:.4g} (one replica: no confidence interval; set "
                    "replicas >= 2)")
@@ -59,8 +65,10 @@ def text_report(db, reference: float | None = None) -> str:
                    f"{_fmt(s.rel_std) if s.n >= 2 else '— (one replica)'}")
     if reference is not None and s.n >= 2:
         inside = s.ci_low <= reference <= s.ci_high
-        out.append(f"reference p = {reference:.4g}: {'inside' if inside else 'OUTSIDE'} the 95 % CI "
-                   f"({(s.mean - reference) / s.stderr:+.1f} standard errors)")
+        dist = (f" ({(s.mean - reference) / s.stderr:+.1f} standard errors)" if s.stderr > 0
+                else "")  # identical estimates (e.g. all 0) have no standard error
+        out.append(f"reference p = {reference:.4g}: {'inside' if inside else 'OUTSIDE'} the 95 % CI"
+                   f"{dist}")
     steps = sum(v.model_steps for v in reps)
     model_s = sum(v.wall_time for v in reps)
     out.append(f"cost: {sum(v.iterations for v in reps)} iterations, {steps} model steps, "
