@@ -246,7 +246,7 @@ class ExecutableModel(ForwardModel):
                         "checkpoint file or null")]
         return []
 
-    def shutdown(self) -> None:  # type: ignore[override]
+    def shutdown(self) -> None:
         """Stop this model's runs still going (its launcher's), and no other model's."""
         self.launcher.close()
 

@@ -164,9 +164,8 @@ class ForwardModel(abc.ABC):
         disk after a driver crash), or ``None`` when it must be (re-)run."""
         return None
 
-    @staticmethod
-    def shutdown() -> None:
-        """Kill whatever this adapter started that is still running (driver shutdown)."""
+    def shutdown(self) -> None:
+        """Kill whatever this model started that is still running (driver shutdown)."""
 
     def check(self) -> list[str]:
         """Cheap static checks (executable present, image exists...): a list of problems,

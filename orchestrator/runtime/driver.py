@@ -152,7 +152,8 @@ class Driver:
         fp = fingerprint(ident)
         if self.db_path.exists():
             db = HDF5Store.open(self.db_path)
-            if db.fingerprint != fp:
+            # a key absent there and null here (a new optional key) is no difference
+            if db.fingerprint != fp and _first_difference(json.loads(db.identity), ident):
                 stored = json.loads(db.identity)
                 db.close()
                 diff = _first_difference(stored, ident)

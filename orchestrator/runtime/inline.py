@@ -14,6 +14,10 @@ from orchestrator.runtime.worker import run_segment, shutdown_models
 
 
 class InlineExecutor:
+    def __init__(self) -> None:
+        # its own model pool: closing this executor stops its models, no one else's
+        self.pool = f"inline-{id(self)}"
+
     def __enter__(self) -> "InlineExecutor":
         return self
 
@@ -21,12 +25,12 @@ class InlineExecutor:
         self.close()
 
     def close(self) -> None:
-        shutdown_models()
+        shutdown_models(self.pool)
 
     def submit(self, spec, request: SegmentRequest, collect: bool = True) -> Future:
         fut: Future = Future()
         try:
-            fut.set_result(run_segment(spec, request, collect))
+            fut.set_result(run_segment(spec, request, collect, self.pool))
         except Exception as exc:  # noqa: BLE001 - the driver's retry policy judges it
             fut.set_exception(exc)
         return fut

@@ -33,8 +33,14 @@ class ModelPool:
         self._models: dict[str, ForwardModel] = {}
         self._lock = threading.Lock()
         self.closed = False
+        # the last spec seen and its model: a driver in this process passes the same spec
+        # object every time, so the JSON key is not recomputed per segment
+        self._last: tuple[tuple, ForwardModel] | None = None
 
     def get(self, spec: tuple[str, dict, str]) -> ForwardModel:
+        last = self._last
+        if last is not None and last[0] is spec:  # the same spec object again (in-process)
+            return last[1]
         adapter, config, base_dir = spec
         key = json.dumps([adapter, config, base_dir], sort_keys=True, default=str)
         with self._lock:  # built once: a duplicate's runs would escape shutdown()
@@ -46,6 +52,7 @@ class ModelPool:
                 cls = adapter_class(adapter)
                 model = cls.from_config(cls.Config.model_validate(config), base_dir)
                 self._models[key] = model
+            self._last = (spec, model)
             return model
 
     def shutdown(self, close: bool = False) -> None:
@@ -56,6 +63,7 @@ class ModelPool:
             if close:
                 self.closed = True
                 self._models.clear()
+                self._last = None
         for model in models:
             with contextlib.suppress(Exception):  # best effort on the way out: stop the others
                 model.shutdown()
