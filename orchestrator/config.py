@@ -352,6 +352,9 @@ class Campaign(Strict):
     seed: int = Field(description="The campaign seed (an integer >= 0): the same seed gives the "
                       "same results, bit for bit.")
     replicas: int = Field(1, description="Independent TAMS estimates run concurrently (>= 1).")
+    algorithm: str = Field("tams", description="The rare-event algorithm each replica runs, by "
+                           "its registered name (entry-point group `tams.algorithms`, "
+                           "docs/plugins.md); `tams` is the built-in.")
     model: dict[str, Any] = Field(description="The forward model; keys depend on `adapter`.")
     score: ScoreSection = Field(description="The score function and target (section `score`).")
     tams: TamsSection = Field(description="The TAMS settings: N, k, horizon (section `tams`).")

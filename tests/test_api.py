@@ -91,3 +91,14 @@ def test_bad_campaign_is_one_sentence(tmp_path):
         tams.load_campaign(data)
     with pytest.raises(TypeError):
         tams.load_campaign(42)
+
+
+def test_unknown_algorithm_is_one_sentence(tmp_path, monkeypatch):
+    """The driver takes its replica state machine from the `tams.algorithms` entry points."""
+    monkeypatch.chdir(tmp_path)
+    data = yaml.safe_load(write_campaign(tmp_path).read_text())
+    data["algorithm"] = "nope"
+    with pytest.raises(ConfigError, match=r"key algorithm: unknown algorithm 'nope'; use one of "
+                                          r"\['tams'\]"):
+        tams.run(data, in_memory=True, progress=False)
+    assert not list(tmp_path.glob("*.h5"))

@@ -36,7 +36,7 @@ from orchestrator.core.segments import Task, trajectory_dir
 from orchestrator.errors import CampaignFailed, ConfigError, DatabaseError, Terminated
 from orchestrator.imports import ImportPathError
 from orchestrator.model import ModelRunError
-from orchestrator.registry import adapter_class
+from orchestrator.registry import adapter_class, algorithm
 from orchestrator.runtime.diskuse import dir_bytes
 from orchestrator.runtime.retry import Action, RetryPolicy
 from orchestrator.store.base import Store
@@ -54,8 +54,12 @@ Replica = Ensemble
 def campaign_identity(loaded: LoadedCampaign) -> dict:
     """The parts of a campaign that determine its results (runner and storage excluded)."""
     c = loaded.campaign
-    return {"seed": c.seed, "replicas": c.replicas, "model": loaded.model.model_dump(mode="json"),
-            "score": c.score.model_dump(mode="json"), "tams": c.tams.model_dump(mode="json")}
+    ident = {"seed": c.seed, "replicas": c.replicas,
+             "model": loaded.model.model_dump(mode="json"),
+             "score": c.score.model_dump(mode="json"), "tams": c.tams.model_dump(mode="json")}
+    if c.algorithm != "tams":  # absent for TAMS: databases made before the key resume
+        ident["algorithm"] = c.algorithm
+    return ident
 
 
 def fingerprint(identity: dict) -> str:
@@ -120,6 +124,7 @@ class Driver:
         self.store = store  # given: a MemoryStore (tests, notebooks); else the HDF5 file
         self.executor = executor  # given: e.g. InlineExecutor; else Parsl from runner
         self.replicas: list[Ensemble] = []
+        self.algorithm: Any = Ensemble
 
     # --- preparation: everything that can fail on bad input, before writing anything --------
     def _prepare(self):
@@ -134,6 +139,10 @@ class Driver:
         except ImportPathError as exc:
             raise ConfigError(f"{ld.path}: key score.function: {exc}.") from None
         spec = (ld.model.adapter, ld.model.model_dump(mode="json"), ld.base_dir)
+        try:
+            self.algorithm = algorithm(ld.campaign.algorithm)
+        except KeyError as exc:
+            raise ConfigError(f"{ld.path}: key algorithm: {exc}.") from None
         return model, scorer, spec
 
     def meta(self) -> CampaignMeta:
@@ -191,7 +200,9 @@ class Driver:
                 return p[len(prefix):] if p.startswith(prefix) else p
 
             s = self.settings()
-            replicas = [Ensemble(r, s, scorer, run_dir, initial, rel)
+            # the algorithm's replica state machine (orchestrator.core.ensemble.Ensemble for
+            # TAMS): start/restore/on_result/drain...; the store and executor are shared
+            replicas = [self.algorithm(r, s, scorer, run_dir, initial, rel)
                         for r in range(self.loaded.campaign.replicas)]
             self.replicas = replicas
             tasks: list[Task] = []
