@@ -151,7 +151,7 @@ class PythonModel(ForwardModel):
             raise ModelRunError(f"segment {request.workdir}: cannot read the start state "
                                 f"{request.start}: {exc}", request.workdir, transient=False) from None
         if request.noise is not None:
-            noise = request.noise
+            noise = np.asarray(request.noise)
         else:
             noise = np.random.default_rng(request.seed).standard_normal((n, self.config.noise_dim))
         params = self.config.parameters

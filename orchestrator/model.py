@@ -44,7 +44,9 @@ class SegmentRequest:
     """One model run: advance from ``start`` (state at ``step0``) for ``n_steps`` steps.
 
     ``noise`` holds the standard-normal noise of steps ``step0+1 .. step0+n_steps``
-    (shape ``(n_steps, noise_dim)``) in ``file`` mode; ``seed`` is the segment's integer
+    (shape ``(n_steps, noise_dim)``) in ``file`` mode: an array, or the driver's
+    :class:`~orchestrator.core.noise.NoisePlan`, which acts as one (``np.asarray(noise)``,
+    ``noise[i]``) and is drawn where it is first used; ``seed`` is the segment's integer
     seed in ``seed`` mode.  ``workdir`` is a fresh directory that belongs to this segment
     alone; its path is a pure function of (replica, trajectory, step0), so a resumed driver
     finds a finished segment's outputs there and ingests them instead of re-running it.
@@ -56,7 +58,7 @@ class SegmentRequest:
     n_steps: int
     dt: float
     checkpoint_every: int
-    noise: np.ndarray | None = None
+    noise: Any = None  # np.ndarray or NoisePlan (array-like)
     seed: int | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     timeout: float | None = None

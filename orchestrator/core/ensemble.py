@@ -203,7 +203,8 @@ class Ensemble:
         scan = alg.scan(scores, own_first, s.horizon, s.target, s.score_a, t.left_a)
         nk = scan.n_keep
         last = own_first + nk - 1
-        kept = scores[:nk]
+        # a trajectory that ended early keeps a copy, not a view holding the whole segment
+        kept = scores if nk == scores.size else scores[:nk].copy()
         t.scores.append(kept)
         t.n_own += nk
         t.left_a = scan.left_a

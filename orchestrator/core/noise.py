@@ -73,3 +73,55 @@ def segment_seed(key: tuple[int, int], step0: int) -> int:
     w = np.random.SeedSequence([_TAG_SEGSEED, key[0], key[1], step0]).generate_state(
         1, np.uint64)[0]
     return int(w >> np.uint64(2)) or 1
+
+
+class NoisePlan:
+    """A segment's file-mode noise as a recipe: the (key, first step, steps) pieces of its path,
+    each step's noise its owner's (DESIGN §5).  It behaves as the (n_steps, dim) array it
+    stands for (``np.asarray``, indexing, ``shape``), computed on first use and cached.
+
+    Why a recipe: a queued segment would otherwise hold its noise array in the driver until a
+    worker is free (8 bytes per step and dimension for every queued segment: the initial
+    ensemble alone is N x horizon), and the driver would spend its time drawing noise that
+    the workers can draw in parallel.  Pickled, it is the recipe only.
+    """
+
+    __slots__ = ("pieces", "dim", "_cache")
+
+    def __init__(self, pieces, dim: int):
+        self.pieces = tuple((int(k0), int(k1), int(first), int(n)) for k0, k1, first, n in pieces)
+        self.dim = int(dim)
+        self._cache: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (sum(p[3] for p in self.pieces), self.dim)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def materialize(self) -> np.ndarray:
+        if self._cache is None:
+            parts = [step_noise((k0, k1), first, n, self.dim) for k0, k1, first, n in self.pieces]
+            if not parts:
+                self._cache = np.zeros((0, self.dim))
+            else:
+                self._cache = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return self._cache
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        a = self.materialize()
+        return a if dtype is None else a.astype(dtype, copy=False)
+
+    def __getitem__(self, i):
+        return self.materialize()[i]
+
+    def __getstate__(self):
+        return (self.pieces, self.dim)
+
+    def __setstate__(self, state) -> None:
+        self.pieces, self.dim = state
+        self._cache = None
+
+    def __repr__(self) -> str:
+        return f"NoisePlan({len(self.pieces)} piece(s), shape {self.shape})"

@@ -156,19 +156,18 @@ class Tree:
                 return found[0], self.ref(found[1], found[2])
         return None
 
-    def noise(self, t: Traj, first: int, last: int, dim: int) -> np.ndarray:
-        """Noise of steps first..last of t's path: each step's owner's keyed noise."""
-        parts = []
+    def noise(self, t: Traj, first: int, last: int, dim: int) -> nz.NoisePlan:
+        """Noise of steps first..last of t's path, each step's owner's keyed noise, as a
+        recipe (:class:`orchestrator.core.noise.NoisePlan`) that the worker draws."""
+        pieces = []
         for p, lo, hi in self.pieces(t, last):
             a, b = max(lo + 1, first), hi
             if a <= b:
-                parts.append(nz.step_noise(p.key, a, b - a + 1, dim))
+                pieces.append((p.key[0], p.key[1], a, b - a + 1))
             if lo < first:
                 break
-        if not parts:
-            return np.zeros((0, dim))
-        parts.reverse()
-        return np.concatenate(parts) if len(parts) != 1 else parts[0]
+        pieces.reverse()
+        return nz.NoisePlan(pieces, dim)
 
     # --- memory -------------------------------------------------------------------------
     def unref(self, t: Traj) -> None:

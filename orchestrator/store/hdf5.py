@@ -36,7 +36,7 @@ CHECKSUM = {"fletcher32": True, "chunks": True}
 # HDF5 caches up to 1 MiB of chunks per open dataset by default; a campaign of 64 replicas
 # has ~1 300 datasets, so the default let the cache alone grow past a gigabyte of driver
 # memory.  One chunk per dataset is what appending needs (the partial last chunk).
-CHUNK_CACHE = 256 * 1024
+CHUNK_CACHE = 0
 RUN_STATE = np.dtype("S2048")
 
 
