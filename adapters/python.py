@@ -192,7 +192,7 @@ class PythonModel(ForwardModel):
             raise ModelRunError(f"segment {request.workdir}: cannot read the start state "
                                 f"{request.start}: {exc}", request.workdir, transient=False) from None
         if request.noise is not None:
-            noise = request.noise
+            noise = np.asarray(request.noise)  # an array, or anything with __array__
         else:
             noise = np.random.default_rng(request.seed).standard_normal((n, self.config.noise_dim))
         ckpt_steps = request.promised_checkpoints()
