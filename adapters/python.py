@@ -31,7 +31,7 @@ from typing import Literal, Union
 
 import numpy as np
 from numpy.lib import format as npformat
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from orchestrator.config import ModelSection
 from orchestrator.imports import ImportPathError, resolve
@@ -46,20 +46,34 @@ class PythonModelConfig(ModelSection):
     """`adapter: python` — a Python step function, run in the worker; states saved as .npy."""
 
     adapter: Literal["python"] = Field(description="`python` selects this adapter.")
-    step: str = Field(description="Import path `module:function` of "
-                      "`step(state, t, dt, noise, **parameters) -> new_state`.")
+    step: str | None = Field(None, description="Import path `module:function` of "
+                             "`step(state, t, dt, noise, **parameters) -> new_state`. Give "
+                             "`step` or `segment`.")
+    segment: str | None = Field(
+        None, description="Instead of `step`, the fast path: import path of `segment(state, t0, "
+        "dt, noise, **parameters) -> (states, observables)`, which runs a whole segment per call "
+        "(`noise` is the segment's (n, noise_dim) array, `states` one row per step, "
+        "`observables` shape (n, number of observables)); for loops in plain floats, numba or "
+        "vectorised code.")
     observe: str | None = Field(None, description="Import path of `observe(state) -> observables`; "
-                                "default: the state itself.")
+                                "default: the state itself (ignored with `segment`).")
     initial_state: Union[list[float], str] = Field(
         description="The state at step 0: a list of numbers, or the path of a .npy file "
         "(relative to the YAML).")
 
-    @field_validator("step", "observe")
+    @field_validator("step", "observe", "segment")
     @classmethod
     def _path(cls, v: str | None) -> str | None:
         if v is not None and (":" not in v or v.startswith(":") or v.endswith(":")):
             raise ValueError("must be an import path 'module:function', e.g. mymodel:step")
         return v
+
+    @model_validator(mode="after")
+    def _step_or_segment(self) -> "PythonModelConfig":
+        if (self.step is None) == (self.segment is None):
+            raise ValueError("give exactly one of model.step (a step function) and "
+                             "model.segment (a segment function)")
+        return self
 
 
 _PROVENANCE: tuple[int, Provenance] | None = None
@@ -97,6 +111,13 @@ class PythonModel(ForwardModel):
     def _functions(self):
         """(step with the parameters bound, observe), resolved once per adapter."""
         if self._step is None:
+            if self.config.segment is not None:
+                fn = resolve(self.config.segment, self.base_dir)
+                params = dict(self.config.parameters)
+                self._step = lambda state, t0, dt, noise: fn(state, t0, dt, noise, **params)
+                self._observe = None
+                return self._step, self._observe
+            assert self.config.step is not None
             self._step = _bind(resolve(self.config.step, self.base_dir), self.config.parameters)
             self._observe = (resolve(self.config.observe, self.base_dir)
                              if self.config.observe else _identity)
@@ -104,7 +125,7 @@ class PythonModel(ForwardModel):
 
     def check(self) -> list[str]:
         problems = []
-        for key in ("step", "observe"):
+        for key in ("step", "segment", "observe"):
             path = getattr(self.config, key)
             if path is None:
                 continue
@@ -158,7 +179,8 @@ class PythonModel(ForwardModel):
     def _one_file(self, request: SegmentRequest) -> bool:
         """Observables = states (no observe function, every step a checkpoint): the segment
         keeps one file, and the observables are read back from it."""
-        return self.config.observe is None and request.checkpoint_every == 1
+        return (self.config.observe is None and self.config.segment is None
+                and request.checkpoint_every == 1)
 
     def collect(self, request: SegmentRequest) -> SegmentResult | None:
         states_path, obs_path = _paths(request.workdir)
@@ -198,7 +220,14 @@ class PythonModel(ForwardModel):
         ckpt_steps = request.promised_checkpoints()
         model0 = time.perf_counter()
         try:
-            states, obs = _advance(step, observe, state, noise, s0, n, dt, ckpt_steps)
+            if self.config.segment is not None:
+                states, obs = _run_segment_function(step, state, noise, s0, n, dt, ckpt_steps,
+                                                    self.config.segment)
+            else:
+                states, obs = _advance(step, observe, state, noise, s0, n, dt, ckpt_steps)
+        except ModelRunError as exc:
+            raise ModelRunError(f"segment {request.workdir}: {exc}", request.workdir,
+                                transient=False) from None
         except Exception as exc:
             raise ModelRunError(f"segment {request.workdir}: the step function raised "
                                 f"{type(exc).__name__}: {exc}", request.workdir,
@@ -243,6 +272,24 @@ def _paths(workdir: str) -> tuple[str, str]:
 
 class _Fallback(Exception):
     pass
+
+
+def _run_segment_function(fn, state, noise, s0: int, n: int, dt: float, ckpt_steps: np.ndarray,
+                          name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The `segment` fast path: one call for the whole segment, results checked for shape."""
+    out = fn(state, s0 * dt, dt, noise)
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise ModelRunError(f"the segment function {name} returned {type(out).__name__}; it must "
+                            "return (states, observables)")
+    states = np.asarray(out[0], dtype=np.float64)
+    obs = np.asarray(out[1], dtype=np.float64)
+    if obs.ndim == 1:
+        obs = obs.reshape(-1, 1)
+    if states.shape[:1] != (n,) or obs.shape[:1] != (n,) or obs.ndim != 2:
+        raise ModelRunError(f"the segment function {name} returned states of shape "
+                            f"{states.shape} and observables of shape {obs.shape}; both need one "
+                            f"row per step ({n})")
+    return np.ascontiguousarray(states[ckpt_steps - s0 - 1]), obs
 
 
 def _bind(step, params: dict):

@@ -109,6 +109,10 @@ class NoisePlan:
                 self._cache = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return self._cache
 
+    def release(self) -> None:
+        """Forget the drawn array (the recipe stays; drawing again gives the same bits)."""
+        self._cache = None
+
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         a = self.materialize()
         return a if dtype is None else a.astype(dtype, copy=False)

@@ -97,6 +97,12 @@ def run_segment(spec: tuple[str, dict, str], request: SegmentRequest,
     except Exception as exc:  # noqa: BLE001 - an adapter bug must still name the segment
         raise ModelRunError(f"segment {request.workdir}: {type(exc).__name__}: {exc}",
                             request.workdir) from None
+    finally:
+        # the drawn noise is not needed any more; in-process (threads) the driver and Parsl
+        # still hold this request, and would keep the array with it
+        release = getattr(request.noise, "release", None)
+        if release is not None:
+            release()
 
 
 def shutdown_models(pool: str | None = None) -> None:

@@ -1,0 +1,53 @@
+"""The python adapter's `segment` fast path gives the same bits as the `step` function it
+stands for (so the statistical tests, which use it for speed, test what `step` campaigns run)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import orchestrator as tams
+from conftest import assert_same, digest
+from orchestrator.errors import CampaignFailed, ConfigError
+from orchestrator.runtime.inline import InlineExecutor
+
+
+def _campaign(fn_key: str, fn: str, noise: str = "file", every: int = 1, seg: int = 1000) -> dict:
+    return {"seed": 4, "replicas": 3,
+            "model": {"adapter": "python", fn_key: fn, "initial_state": [-1.0], "dt": 0.01,
+                      "noise": noise, "checkpoint_every": every, "observables": ["x"],
+                      "parameters": {"eps": 0.04}},
+            "score": {"function": "adapters.examples.doublewell1d:score", "target": 0.95},
+            "tams": {"trajectories": 16, "kill_per_iteration": 2, "horizon": 10.0,
+                     "segment_steps": seg}}
+
+
+@pytest.mark.parametrize("noise,every,seg", [("file", 1, 1000), ("file", 10, 64), ("seed", 10, 250)])
+def test_segment_function_is_bitwise_the_step_function(tmp_path, noise, every, seg):
+    out = []
+    for key, fn in (("step", "adapters.examples.doublewell1d:step"),
+                    ("segment", "adapters.examples.doublewell1d:segment")):
+        res = tams.run(_campaign(key, fn, noise, every, seg), in_memory=True, progress=False,
+                       executor=InlineExecutor(), run_dir=tmp_path / key)
+        out.append(digest(res.store))
+    assert_same(out[0], out[1])
+    assert out[0]["0/steps/step"].size > 1000
+
+
+def test_step_or_segment_exactly_one(tmp_path):
+    data = _campaign("step", "adapters.examples.doublewell1d:step")
+    data["model"]["segment"] = "adapters.examples.doublewell1d:segment"
+    with pytest.raises(ConfigError, match="give exactly one of model.step"):
+        tams.load_campaign(data)
+
+
+def _bad_segment(state, t0, dt, noise, eps=0.04):
+    return np.zeros(3), np.zeros(3)
+
+
+def test_a_wrong_shape_is_one_sentence(tmp_path):
+    res = None
+    with pytest.raises(CampaignFailed, match=r"returned states of shape \(3,\) and observables "
+                                             r"of shape \(3, 1\); both need one row per step"):
+        res = tams.run(_campaign("segment", _bad_segment), in_memory=True, progress=False,
+                       executor=InlineExecutor(), run_dir=tmp_path / "bad")
+    assert res is None
