@@ -20,6 +20,14 @@ def _runs(steps: np.ndarray, files: np.ndarray, index: np.ndarray) -> np.ndarray
     n = steps.size
     if n == 0:
         return np.zeros((0, 6), dtype=_I)
+    if n > 1 and files[0] == files[-1]:
+        # the common case (one file per segment, evenly spaced): one run, checked in four
+        # vectorised calls instead of the ~25 of the general split below
+        ds, di = steps[1] - steps[0], index[1] - index[0]
+        k = np.arange(n, dtype=_I)
+        if (np.array_equal(steps, steps[0] + ds * k) and np.array_equal(index, index[0] + di * k)
+                and (files == files[0]).all()):
+            return np.array([[steps[0], ds, n, files[0], index[0], di]], dtype=_I)
     start = np.zeros(n, dtype=bool)
     start[0] = True
     if n > 1:

@@ -111,7 +111,7 @@ class _Stop:
 class Driver:
     def __init__(self, loaded: LoadedCampaign, db_path: str | None = None,
                  on_progress: Callable[[Progress], None] | None = None,
-                 commit_interval: float = 0.5, max_segments: int | None = None,
+                 commit_interval: float = 2.0, max_segments: int | None = None,
                  store: Store | None = None, executor: Any = None,
                  run_dir: str | os.PathLike | None = None):
         self.loaded = loaded

@@ -37,6 +37,14 @@ CHECKSUM = {"fletcher32": True, "chunks": True}
 # has ~1 300 datasets, so the default let the cache alone grow past a gigabyte of driver
 # memory.  One chunk per dataset is what appending needs (the partial last chunk).
 CHUNK_CACHE = 0
+# A chunk must stay small, or every append to a table's partial last chunk reads,
+# decompresses, recompresses and rewrites it whole: the string columns (files.path S512:
+# 2 MiB chunks at 4096 rows; segments.image S100: 400 KiB) did so at every commit.
+CHUNK_BYTES = 32 * 1024
+
+
+def _chunk_rows(row_bytes: int) -> int:
+    return max(16, min(CHUNK, CHUNK_BYTES // max(1, row_bytes)))
 RUN_STATE = np.dtype("S2048")
 
 
@@ -136,10 +144,11 @@ class HDF5Store(Store):
                     for col, dt in cols.items():
                         if table == "steps" and col == "obs":
                             tg.create_dataset(col, shape=(0, n_obs), maxshape=(None, n_obs),
-                                              dtype=dt, chunks=(CHUNK, n_obs), **COMPRESS)
+                                              dtype=dt, chunks=(_chunk_rows(dt.itemsize * n_obs),
+                                                                n_obs), **COMPRESS)
                         else:
                             tg.create_dataset(col, shape=(0,), maxshape=(None,), dtype=dt,
-                                              chunks=(CHUNK,), **COMPRESS)
+                                              chunks=(_chunk_rows(dt.itemsize),), **COMPRESS)
                 g.create_dataset("committed", data=np.zeros(len(TABLES), dtype=np.int64), **CHECKSUM)
                 g.create_dataset("summary", data=np.array([empty_summary()]), **CHECKSUM)
             g = f.create_group("run")
