@@ -4,19 +4,17 @@ process group; transient failures are retried; a permanent one stops the campaig
 with its database intact and resumable to the undisturbed result."""
 from __future__ import annotations
 
-import os
 import stat
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import assert_same, digest, write_campaign
 from adapters.executable import ExecutableModel, ExecutableModelConfig
-from orchestrator.core import noise as nz
+from conftest import assert_same, digest, write_campaign
 from orchestrator.cli import main
+from orchestrator.core import noise as nz
 from orchestrator.model import ModelRunError, SegmentRequest
 
 # A protocol-v1 model in pure Python (no numpy: it starts fast): the 2-D double well of
