@@ -269,7 +269,7 @@ def configuration_markdown() -> str:
             if key in common:
                 continue
             parts += [f"### `model.{key}` (adapter `{name}`)", _doc(sub), table(sub)]
-        for launcher, variant in variants:
+        for _, variant in variants:
             for key, sub in sub_sections(variant):
                 if key in cfg.model_fields:
                     continue

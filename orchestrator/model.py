@@ -168,6 +168,7 @@ class ForwardModel(abc.ABC):
 
     def shutdown(self) -> None:
         """Kill whatever this model started that is still running (driver shutdown)."""
+        return None  # the default for a model that starts nothing; not abstract on purpose
 
     def check(self) -> list[str]:
         """Cheap static checks (executable present, image exists...): a list of problems,

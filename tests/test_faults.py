@@ -126,7 +126,7 @@ def test_good_model_passes(model_exe, tmp_path):
     # the same numbers as the python adapter's step function
     from adapters.examples.doublewell2d import step
     state = (-1.0, 0.0)
-    for i, n in enumerate(nz.step_noise((1, 2), 1, 20, 2)):
+    for n in nz.step_noise((1, 2), 1, 20, 2):
         state = step(state, 0.0, 0.01, n)
     assert res.observables[-1].tolist() == list(state)
 
