@@ -18,6 +18,7 @@ import re
 import socket
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic import Field, field_validator
 
@@ -112,7 +113,7 @@ class DockerLauncher(Launcher):
         self._clients: list = []  # every client made, closed by close()
         self._image_id: str | None = None
         # this instance's containers only (id -> its client): another model's are its own
-        self._running: dict[str, object] = {}
+        self._running: dict[str, Any] = {}  # the values: docker.DockerClient
         self._lock = threading.Lock()
 
     # --- the engine ---------------------------------------------------------------------
@@ -241,7 +242,7 @@ class DockerLauncher(Launcher):
         try:
             ctr.reload()
             oom = ctr.attrs["State"].get("OOMKilled")
-        except (*_engine_errors(), KeyError, AttributeError):
+        except _engine_errors() + (KeyError, AttributeError):
             return
         if oom:
             with open(os.path.join(workdir, "stderr.txt"), "a") as f:

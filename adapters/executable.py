@@ -24,7 +24,7 @@ import signal
 import time
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import numpy as np
 from pydantic import Field, create_model, field_validator, model_validator
@@ -124,7 +124,7 @@ class ExecutableModelConfig(ModelSection):
         return _union()
 
     @classmethod
-    def model_validate(cls, obj: Any, *args, **kwargs):  # type: ignore[override]
+    def model_validate(cls, obj: Any, *args, **kwargs):
         """Validate a model section through the union, so the result is the variant of its
         launcher (with the launcher's section); a variant validates itself."""
         if cls is ExecutableModelConfig:
@@ -292,7 +292,8 @@ class ExecutableModel(ForwardModel):
                   "seed": seg["seed"]}
         return [arg.format(**fields) for arg in self.config.command]
 
-    def _fail(self, req: SegmentRequest, what: str, code: int | None, transient: bool = True):
+    def _fail(self, req: SegmentRequest, what: str, code: int | None,
+              transient: bool = True) -> NoReturn:
         tail = _tail(req.workdir)
         msg = f"segment {req.workdir}: {what}"
         if code is not None and code < 0:  # a process killed by a signal (a segfault...)

@@ -33,13 +33,14 @@ import socket
 import subprocess
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from orchestrator.model import ModelRunError, Provenance
 
+_prctl: Callable[..., int] | None
 try:  # loaded here, in the parent: nothing may be loaded between fork and exec
     _prctl = ctypes.CDLL(None, use_errno=True).prctl
 except (OSError, AttributeError):  # pragma: no cover - not Linux

@@ -128,6 +128,7 @@ def main() -> int:
                                               database=DATABASE if args.db else ""))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from pytams.tams import TAMS
+
     # the class must be importable by pyTAMS's worker processes: import it by module name
     from pytams_doublewell2d import DoubleWell2D as Model
     t0 = time.perf_counter()

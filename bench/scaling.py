@@ -21,7 +21,6 @@ The scores never reach the target (1e300), so the replica runs until
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import resource
 import sys

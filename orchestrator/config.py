@@ -22,6 +22,7 @@ import math
 import operator
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
@@ -37,7 +38,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from orchestrator.errors import ConfigError
 
@@ -408,7 +409,8 @@ def runner_union() -> Any:
     return tagged_union("kind", RunnerSection.variants(), default="threads", what="runner kind")
 
 
-def tagged_union(key: str, members: dict[str, type[BaseModel]], default: str, what: str) -> Any:
+def tagged_union(key: str, members: Mapping[str, type[BaseModel]], default: str,
+                 what: str) -> Any:
     """A pydantic discriminated union: the value of ``key`` (``default`` when absent) picks
     the member ``members[value]`` that validates the whole mapping.
 
@@ -435,7 +437,7 @@ def tagged_union(key: str, members: dict[str, type[BaseModel]], default: str, wh
 
     tagged = [Annotated[m, Tag(f"{key}: {name}")] for name, m in members.items()]
     union = functools.reduce(operator.or_, tagged)  # Union[...] of the tagged members
-    return Annotated[union, Discriminator(  # type: ignore[valid-type]
+    return Annotated[union, Discriminator(
         tag_of, custom_error_type="unknown_choice", custom_error_message=f"unknown {what}",
         custom_error_context={"at": key, "what": what, "expected": repr(sorted(members))}),
         BeforeValidator(other_sections)]
@@ -486,7 +488,7 @@ _AT_KEY = ("unknown_choice", "other_section")  # tagged_union's errors: ctx["at"
 _NO_DATA = object()  # format_validation_error called without the YAML: every loc part is a key
 
 
-def _key_parts(e: dict, data: Any) -> tuple[list, int | None]:
+def _key_parts(e: ErrorDetails, data: Any) -> tuple[list, int | None]:
     """The YAML key path of one pydantic error, without pydantic's union-member tags
     (``str``, ``list[float]``, ``Observable``, ...), and the position of the first tag (the
     union whose alternatives all failed), or None.  A loc element is a key if the YAML has it
@@ -551,7 +553,7 @@ def _model_at(cls: Any, parts: list, data: Any = None) -> type[BaseModel] | None
     return model
 
 
-def _what(e: dict, cls: Any, parts: list, data: Any = None) -> str:
+def _what(e: ErrorDetails, cls: Any, parts: list, data: Any = None) -> str:
     kind = e["type"]
     ctx = e.get("ctx", {})
     if kind == "unknown_choice":

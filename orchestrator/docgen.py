@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import sys
 import types
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -154,7 +155,7 @@ def rows(model: type[BaseModel], fields: list[str] | None = None) -> list[str]:
 
 
 def table(model: type[BaseModel], fields: list[str] | None = None,
-          more: list[str] = ()) -> str:
+          more: Sequence[str] = ()) -> str:
     """The reference table of ``model``'s fields (all, or just ``fields``), then ``more`` rows."""
     return "\n".join(["| key | type | default | description |", "|---|---|---|---|",
                       *rows(model, fields), *more])
@@ -269,7 +270,7 @@ def configuration_markdown() -> str:
             if key in common:
                 continue
             parts += [f"### `model.{key}` (adapter `{name}`)", _doc(sub), table(sub)]
-        for launcher, variant in variants:
+        for _, variant in variants:
             for key, sub in sub_sections(variant):
                 if key in cfg.model_fields:
                     continue

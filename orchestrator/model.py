@@ -96,7 +96,7 @@ class Checkpoints:
         return StateRef(self.files[int(self.file_of[i])], int(self.index[i]))
 
     @staticmethod
-    def empty() -> "Checkpoints":
+    def empty() -> Checkpoints:
         z = np.zeros(0, dtype=np.int64)
         return Checkpoints(z, z, z, ())
 
@@ -149,7 +149,7 @@ class ForwardModel(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def from_config(cls, config: Any, base_dir: str) -> "ForwardModel":
+    def from_config(cls, config: Any, base_dir: str) -> ForwardModel:
         """Build the adapter from its validated config section; ``base_dir`` is the
         directory of the campaign YAML (relative input paths are resolved against it)."""
 
@@ -168,6 +168,7 @@ class ForwardModel(abc.ABC):
 
     def shutdown(self) -> None:
         """Kill whatever this model started that is still running (driver shutdown)."""
+        return None  # the default for a model that starts nothing; not abstract on purpose
 
     def check(self) -> list[str]:
         """Cheap static checks (executable present, image exists...): a list of problems,

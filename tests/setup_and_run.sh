@@ -39,4 +39,8 @@ if docker info >/dev/null 2>&1; then
   make -s -C containers images
 fi
 
+# lint and type-check first (configured in pyproject.toml): either failing stops the script
+.venv/bin/ruff check .
+.venv/bin/mypy
+
 exec .venv/bin/python -m pytest -q "$@"

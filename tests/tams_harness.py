@@ -21,8 +21,8 @@ continues from the survivor's state at b with fresh noise.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

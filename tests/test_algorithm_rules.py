@@ -72,9 +72,11 @@ def test_checkpoint_runs_answer_like_a_plain_list(seed):
         idx = np.full(seg.size, -1) if single else np.arange(seg.size)
         fil = (f + np.arange(seg.size)) if single else np.full(seg.size, f)
         runs.add(seg, fil, idx)
-        steps += seg.tolist(); files += fil.tolist(); index += idx.tolist()
+        steps += seg.tolist()
+        files += fil.tolist()
+        index += idx.tolist()
         s, f = int(seg[-1]), int(fil[-1]) + 1
-    S, F, I = np.array(steps), np.array(files), np.array(index)
+    S, F, X = np.array(steps), np.array(files), np.array(index)
     es, ef, ei = runs.expand()
     assert es.tolist() == steps and ef.tolist() == files and ei.tolist() == index
     assert runs.files().tolist() == sorted(set(files))
@@ -82,10 +84,10 @@ def test_checkpoint_runs_answer_like_a_plain_list(seed):
         lo = int(rng.integers(-1, s + 2))
         hi = int(rng.integers(lo, s + 3))
         inside = np.flatnonzero((S > lo) & (S <= hi))
-        want = (int(S[inside[-1]]), int(F[inside[-1]]), int(I[inside[-1]])) if inside.size else None
+        want = (int(S[inside[-1]]), int(F[inside[-1]]), int(X[inside[-1]])) if inside.size else None
         assert runs.last_in(lo, hi) == want
         inside = np.flatnonzero((S >= lo) & (S <= hi))
-        want = (int(S[inside[0]]), int(F[inside[0]]), int(I[inside[0]])) if inside.size else None
+        want = (int(S[inside[0]]), int(F[inside[0]]), int(X[inside[0]])) if inside.size else None
         assert runs.first_in(lo, hi) == want
     # the python adapter's pattern: one run per segment however many checkpoints it has
     one = CheckpointRuns.of(np.arange(1, 1001), np.zeros(1000, int), np.arange(1000))

@@ -8,7 +8,6 @@ subprocess.
 """
 from __future__ import annotations
 
-import copy
 import os
 import subprocess
 import sys

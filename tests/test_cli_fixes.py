@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_campaign
 
+from conftest import write_campaign
 from orchestrator.core.stats import ci95, summarize
 
 _SCRIPT = Path(sys.executable).with_name("tams")

@@ -24,9 +24,9 @@ import yaml
 
 from conftest import REPO, assert_same, digest, require
 from orchestrator import config
+from orchestrator.model import ModelRunError, SegmentRequest
 from orchestrator.runtime.driver import Driver
 from orchestrator.store import Database
-from orchestrator.model import ModelRunError, SegmentRequest
 
 pytestmark = pytest.mark.slow  # Docker engine, images, containers
 

@@ -2,7 +2,6 @@
 workers, threads or processes, and after SIGKILL + resume."""
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import signal

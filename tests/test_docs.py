@@ -11,8 +11,14 @@ import yaml
 from pydantic import BaseModel
 
 from orchestrator import config
-from orchestrator.docgen import EXAMPLE, SECTIONS, adapter_configs, annotated_example, \
-    configuration_markdown, sub_sections
+from orchestrator.docgen import (
+    EXAMPLE,
+    SECTIONS,
+    adapter_configs,
+    annotated_example,
+    configuration_markdown,
+    sub_sections,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "configuration.md"

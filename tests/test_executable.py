@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import REPO, assert_same, digest, write_campaign
 from adapters.executable import ExecutableModel, ExecutableModelConfig, namelist
 from adapters.python import PythonModel, PythonModelConfig
+from conftest import REPO, assert_same, digest, write_campaign
 from orchestrator import config
 from orchestrator.core import noise as nz
-from orchestrator.runtime.driver import Driver
 from orchestrator.model import SegmentRequest
+from orchestrator.runtime.driver import Driver
 
 DW2D = REPO / "containers" / "doublewell2d" / "bin" / "doublewell2d"
 pytestmark = pytest.mark.skipif(not DW2D.exists(), reason="build the models: make -C containers")

@@ -4,19 +4,17 @@ process group; transient failures are retried; a permanent one stops the campaig
 with its database intact and resumable to the undisturbed result."""
 from __future__ import annotations
 
-import os
 import stat
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import assert_same, digest, write_campaign
 from adapters.executable import ExecutableModel, ExecutableModelConfig
-from orchestrator.core import noise as nz
+from conftest import assert_same, digest, write_campaign
 from orchestrator.cli import main
+from orchestrator.core import noise as nz
 from orchestrator.model import ModelRunError, SegmentRequest
 
 # A protocol-v1 model in pure Python (no numpy: it starts fast): the 2-D double well of
@@ -128,7 +126,7 @@ def test_good_model_passes(model_exe, tmp_path):
     # the same numbers as the python adapter's step function
     from adapters.examples.doublewell2d import step
     state = (-1.0, 0.0)
-    for i, n in enumerate(nz.step_noise((1, 2), 1, 20, 2)):
+    for n in nz.step_noise((1, 2), 1, 20, 2):
         state = step(state, 0.0, 0.01, n)
     assert res.observables[-1].tolist() == list(state)
 

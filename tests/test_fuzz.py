@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import os
 import shutil
@@ -24,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import REPO, assert_same, digest, write_campaign
 from orchestrator import config as cfg

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, write_campaign
 
+from conftest import REPO, write_campaign
 from orchestrator import config, registry
 from orchestrator.model import ModelRunError, SegmentRequest
 

@@ -10,9 +10,9 @@ import pytest
 
 from conftest import write_campaign
 from orchestrator import cli, config
+from orchestrator.core.returntimes import return_time, return_times
 from orchestrator.runtime.driver import Driver
 from orchestrator.store import Database
-from orchestrator.core.returntimes import return_time, return_times
 
 FIGURES = ("scores.png", "levels.png", "estimates.png", "first_passage.png")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import write_campaign
-from orchestrator import cli, config
+from orchestrator import config
 from orchestrator.core.algorithm import Status
 from orchestrator.runtime.driver import Driver
 from orchestrator.store import Database

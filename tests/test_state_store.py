@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from conftest import write_campaign
-from test_executable import DW2D, FORTRAN_MODEL
 from orchestrator import config
-from orchestrator.runtime.driver import Driver
 from orchestrator.cli import main
+from orchestrator.runtime.driver import Driver
 from orchestrator.store import Database
+from test_executable import DW2D, FORTRAN_MODEL
 
 pytestmark = [pytest.mark.skipif(not DW2D.exists(), reason="build the models: make -C containers"),
               pytest.mark.slow]  # a long Fortran campaign watched for its disk use

@@ -13,9 +13,9 @@ import pytest
 
 from conftest import assert_same, digest, write_campaign
 from orchestrator import config
-from orchestrator.runtime.driver import Driver
-from orchestrator.cli.checkdb import check_database
 from orchestrator.cli import main
+from orchestrator.cli.checkdb import check_database
+from orchestrator.runtime.driver import Driver
 
 pytestmark = pytest.mark.slow  # repeated SIGKILLs of long campaigns
 

@@ -14,10 +14,9 @@ import math
 import numpy as np
 import pytest
 
+import tams_harness as h
 from orchestrator.core import algorithm as alg
 from orchestrator.core.algorithm import Outcome, Status
-
-import tams_harness as h
 
 P_DW = 2.1618e-3  # 1-D double well, eps = 0.04 (REFERENCES.md)
 P_OU = 5.4596e-4  # Ornstein-Uhlenbeck, T = 5

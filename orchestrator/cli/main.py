@@ -12,11 +12,10 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
 from orchestrator import __version__
-from orchestrator.runtime.diskuse import dir_bytes
 from orchestrator.errors import CampaignFailed, Terminated, UserError
+from orchestrator.runtime.diskuse import dir_bytes
 
 
 def _on_sigterm(signum, frame):
@@ -42,8 +41,8 @@ class _ProgressView:
             self.live.start()
 
     def _table(self, p):
-        from rich.table import Table
         from rich.progress_bar import ProgressBar
+        from rich.table import Table
         t = Table(title=f"TAMS — segments: {p.running} running, {p.queued} queued — "
                   f"{p.elapsed:.0f} s",
                   title_justify="left")
@@ -81,8 +80,8 @@ class _ProgressView:
 
 
 def cmd_run(args) -> int:
-    from orchestrator.runtime.driver import Driver
     from orchestrator.config import load
+    from orchestrator.runtime.driver import Driver
     loaded = load(args.campaign)
     view = _ProgressView(not args.quiet)
     driver = Driver(loaded, db_path=args.db, on_progress=view)

@@ -67,7 +67,7 @@ class CheckpointRuns:
         self.runs = np.zeros((0, 6), dtype=_I) if runs is None else runs
 
     @classmethod
-    def of(cls, steps: np.ndarray, files: np.ndarray, index: np.ndarray) -> "CheckpointRuns":
+    def of(cls, steps: np.ndarray, files: np.ndarray, index: np.ndarray) -> CheckpointRuns:
         return cls(_runs(np.asarray(steps, _I), np.asarray(files, _I), np.asarray(index, _I)))
 
     def add(self, steps: np.ndarray, files: np.ndarray, index: np.ndarray) -> None:

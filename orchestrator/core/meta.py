@@ -53,13 +53,13 @@ class CampaignMeta:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "CampaignMeta":
+    def from_json(cls, text: str) -> CampaignMeta:
         d = json.loads(text)
         d["observables"] = tuple(ObservableMeta(**o) for o in d["observables"])
         return cls(**d)
 
     @classmethod
-    def from_loaded(cls, loaded: Any, run_dir: str = "") -> "CampaignMeta":
+    def from_loaded(cls, loaded: Any, run_dir: str = "") -> CampaignMeta:
         """From a validated campaign (:class:`orchestrator.config.LoadedCampaign`)."""
         c, m = loaded.campaign, loaded.model
         return cls(name=loaded.name, seed=c.seed, replicas=c.replicas,

@@ -20,16 +20,21 @@ import logging
 import os
 import sys
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self, cast
 
 from pydantic import Field
 
 from orchestrator.config import RunnerSection, SlurmSection
 from orchestrator.model import SegmentRequest
 from orchestrator.runtime.worker import run_segment, shutdown_models
+
+if TYPE_CHECKING:  # parsl itself is imported when an executor starts
+    from parsl.dataflow.dflow import DataFlowKernel
+    from parsl.executors import HighThroughputExecutor
 
 log = logging.getLogger(__name__)
 
@@ -232,8 +237,8 @@ class Executor:
     def __init__(self, runner: RunnerSection, run_dir: Path):
         self.runner = runner
         self.run_dir = run_dir
-        self.dfk = None
-        self._app = None
+        self.dfk: DataFlowKernel | None = None
+        self._app: Callable[..., Future] | None = None  # the Parsl app, once entered
         self._capacity = 0
         self._capacity_at = -1e9
         self._elastic = False  # blocks come and go (a batch system): count connected workers
@@ -254,6 +259,7 @@ class Executor:
         return self
 
     def submit(self, spec, request: SegmentRequest, collect: bool = True) -> Future:
+        assert self._app is not None, "submit() outside `with Executor(...)`"
         return self._app(spec, request, collect, self.pool)
 
     def capacity(self) -> int:
@@ -269,7 +275,8 @@ class Executor:
             self._capacity_at = now
             # the interchange may be starting or going away: keep the last count then
             with contextlib.suppress(Exception):
-                ex = self.dfk.executors["tams"]
+                # elastic parts are HighThroughputExecutors (the ones with managers)
+                ex = cast("HighThroughputExecutor", self.dfk.executors["tams"])
                 self._capacity = sum(int(m.get("worker_count", 0))
                                      for m in ex.connected_managers() if m.get("active", True))
         return self._capacity

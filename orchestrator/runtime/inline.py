@@ -18,7 +18,7 @@ class InlineExecutor:
         # its own model pool: closing this executor stops its models, no one else's
         self.pool = f"inline-{id(self)}"
 
-    def __enter__(self) -> "InlineExecutor":
+    def __enter__(self) -> InlineExecutor:
         return self
 
     def __exit__(self, *exc) -> None:

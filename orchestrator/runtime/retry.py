@@ -9,8 +9,8 @@ database consistent and resumable.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 class Action(enum.Enum):

@@ -52,7 +52,7 @@ class RunState:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "RunState":
+    def from_json(cls, text: str) -> RunState:
         try:
             return cls(**json.loads(text or "{}"))
         except (ValueError, TypeError):

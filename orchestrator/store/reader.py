@@ -8,7 +8,6 @@ typed metadata (``Database.meta``), so no reader parses the stored YAML.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
