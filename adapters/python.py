@@ -27,7 +27,7 @@ import socket
 import time
 from array import array
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
 import numpy as np
 from numpy.lib import format as npformat
@@ -35,8 +35,15 @@ from pydantic import Field, field_validator, model_validator
 
 from orchestrator.config import ModelSection
 from orchestrator.imports import ImportPathError, resolve
-from orchestrator.model import (Checkpoints, ForwardModel, ModelRunError, Provenance,
-                                SegmentRequest, SegmentResult, StateRef)
+from orchestrator.model import (
+    Checkpoints,
+    ForwardModel,
+    ModelRunError,
+    Provenance,
+    SegmentRequest,
+    SegmentResult,
+    StateRef,
+)
 
 _STATES = ".states.npy"  # suffixes of the segment directory's path (see _paths)
 _OBS = ".observables.npy"
@@ -57,7 +64,7 @@ class PythonModelConfig(ModelSection):
         "vectorised code.")
     observe: str | None = Field(None, description="Import path of `observe(state) -> observables`; "
                                 "default: the state itself (ignored with `segment`).")
-    initial_state: Union[list[float], str] = Field(
+    initial_state: list[float] | str = Field(
         description="The state at step 0: a list of numbers, or the path of a .npy file "
         "(relative to the YAML).")
 
@@ -69,7 +76,7 @@ class PythonModelConfig(ModelSection):
         return v
 
     @model_validator(mode="after")
-    def _step_or_segment(self) -> "PythonModelConfig":
+    def _step_or_segment(self) -> PythonModelConfig:
         if (self.step is None) == (self.segment is None):
             raise ValueError("give exactly one of model.step (a step function) and "
                              "model.segment (a segment function)")
@@ -444,7 +451,7 @@ def _save(path: str, arr: np.ndarray) -> None:
         buf = io.BytesIO()
         npformat.write_array_header_1_0(buf, npformat.header_data_from_array_1_0(arr))
         header = _HEADERS[arr.shape] = buf.getvalue()
-    data = memoryview(arr).cast("B")
+    data = memoryview(arr.data).cast("B")
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_CLOEXEC
     try:
         fd = os.open(path, flags, 0o666)
@@ -476,10 +483,10 @@ def _read_row(path: str, index: int) -> np.ndarray | None:
             return None
         offset = 10 + int.from_bytes(head[8:10], "little")
         key = head[:offset]
-        layout = _LAYOUTS.get(key, False)
-        if layout is False:
-            layout = _layout(key, offset)
-            _LAYOUTS[key] = layout
+        if key in _LAYOUTS:
+            layout = _LAYOUTS[key]
+        else:
+            layout = _LAYOUTS[key] = _layout(key, offset)
         if layout is None:
             return None
         rows, row_shape, row_bytes = layout

@@ -54,6 +54,7 @@ def ensure_venv(venv: Path) -> Path:
 # --- one replica of ours, in a child process ----------------------------------------------
 def child_ours(workdir: str, seed: int) -> int:
     import yaml
+
     from orchestrator import config
     from orchestrator.runtime.driver import Driver
     from orchestrator.store import Database

@@ -18,8 +18,8 @@ import functools
 import math
 import statistics
 import sys
-import threading
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -75,8 +75,8 @@ def main() -> int:
         from orchestrator.runtime.driver import Driver
     except ImportError:
         from orchestrator.run.driver import Driver
-    from orchestrator.store import Database
     from orchestrator.core.stats import summarize
+    from orchestrator.store import Database
 
     clock = AdapterClock() if args.kind == "threads" else None
     data = yaml.safe_load((REPO / "configs/doublewell2d.yaml").read_text())

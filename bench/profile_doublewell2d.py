@@ -125,9 +125,13 @@ def main() -> int:
     from orchestrator import config
     from orchestrator.core import ensemble
     try:  # the layout after the core rebuild (orchestrator/runtime), else the one before
-        from orchestrator.runtime import driver as drv, executor as exe, worker
+        from orchestrator.runtime import driver as drv
+        from orchestrator.runtime import executor as exe
+        from orchestrator.runtime import worker
     except ImportError:
-        from orchestrator.run import driver as drv, executor as exe, worker
+        from orchestrator.run import driver as drv
+        from orchestrator.run import executor as exe
+        from orchestrator.run import worker
     from orchestrator.store import Database, hdf5
     Replica = getattr(ensemble, "Ensemble", None) or ensemble.Replica
     Store = getattr(hdf5, "HDF5Store", None) or hdf5.Writer

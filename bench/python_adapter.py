@@ -38,7 +38,7 @@ def step_alone_us(n: int = 200_000) -> float:
 
 
 def one_round(model, tmp: Path, steps: int, segments: int, rnd: int):
-    from orchestrator.model import SegmentRequest, StateRef
+    from orchestrator.model import SegmentRequest
     rng = np.random.default_rng(rnd)
     noises = [rng.standard_normal((steps, 2)) for _ in range(segments)]
     start = model.initial_state(str(tmp / f"r{rnd}" / "initial"))

@@ -152,7 +152,9 @@ def main() -> int:
     ap.add_argument("--against", default="8ac9fbc", help="git revision (default 8ac9fbc)")
     args = ap.parse_args()
     import importlib
+
     from python_adapter import adapter_at
+
     import adapters.python as current
     other = adapter_at(args.against)
     same = total = 0

@@ -20,13 +20,13 @@ Run with ``pytest -s`` to see the table.
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import shutil
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-import multiprocessing
 
 import numpy as np
 import pytest

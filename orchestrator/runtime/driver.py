@@ -24,9 +24,10 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from orchestrator.config import LoadedCampaign
 from orchestrator.core.ensemble import Ensemble

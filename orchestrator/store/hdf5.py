@@ -10,7 +10,6 @@ beyond the counters, which the next writer truncates.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import time
 from pathlib import Path
@@ -119,7 +118,7 @@ class HDF5Store(Store):
     # --- creation / opening -------------------------------------------------------------
     @classmethod
     def create(cls, path: Path, meta: CampaignMeta, *, config_text: str, fingerprint: str,
-               identity: str = "{}") -> "HDF5Store":
+               identity: str = "{}") -> HDF5Store:
         path.parent.mkdir(parents=True, exist_ok=True)  # before the lock file goes there
         lock = Lock(path)
         lock.acquire()
@@ -167,7 +166,7 @@ class HDF5Store(Store):
             raise
 
     @classmethod
-    def open(cls, path: Path) -> "HDF5Store":
+    def open(cls, path: Path) -> HDF5Store:
         lock = Lock(path)
         lock.acquire()
         try:
