@@ -139,15 +139,15 @@ def check(case: Case, est: np.ndarray, seconds: float) -> float:
 # SE/p <= 3 % for k = 1 (relative std of one replica ~0.6 at N = 32); k = 4 and the variants
 # at <= 6 %, so that the whole set stays under 10 minutes on two cores
 CASES = [
-    Case("double well k=1", P_DW, 400, 0.03, seed=1),
-    Case("OU k=1", P_OU, 450, 0.03, model="ou", seed=3),
-    Case("double well k=4", P_DW, 100, 0.06, k=4, seed=2),
-    Case("OU k=4", P_OU, 100, 0.06, model="ou", k=4, seed=4),
+    Case("double well k=1", P_DW, 450, 0.03, seed=1),
+    Case("OU k=1", P_OU, 500, 0.03, model="ou", seed=3),
+    Case("double well k=4", P_DW, 125, 0.06, k=4, seed=2),
+    Case("OU k=4", P_OU, 125, 0.06, model="ou", k=4, seed=4),
     # the variants: segmentation, replay from a checkpoint, seed noise, classic AMS
-    Case("dw segments of 64", P_DW, 100, 0.06, segment_steps=64, seed=5),
-    Case("dw replay (ck 10)", P_DW, 100, 0.06, checkpoint_every=10, seed=6),
-    Case("dw seed noise (ck 10)", P_DW, 100, 0.06, noise="seed", checkpoint_every=10, seed=7),
-    Case("dw classic AMS", P_AMS, 125, 0.06, score_a=0.1, seed=8),
+    Case("dw segments of 64", P_DW, 125, 0.06, segment_steps=64, seed=5),
+    Case("dw replay (ck 10)", P_DW, 125, 0.06, checkpoint_every=10, seed=6),
+    Case("dw seed noise (ck 10)", P_DW, 125, 0.06, noise="seed", checkpoint_every=10, seed=7),
+    Case("dw classic AMS", P_AMS, 150, 0.06, score_a=0.1, seed=8),
 ]
 
 
