@@ -102,3 +102,16 @@ def test_unknown_algorithm_is_one_sentence(tmp_path, monkeypatch):
                                           r"\['tams'\]"):
         tams.run(data, in_memory=True, progress=False)
     assert not list(tmp_path.glob("*.h5"))
+
+
+def test_inline_executors_never_share_a_closed_pool(tmp_path, monkeypatch):
+    """Two in-process runs one after the other in one process (the statistical tests' batches):
+    the second must not find the first executor's closed model pool."""
+    monkeypatch.chdir(tmp_path)
+    data = yaml.safe_load(write_campaign(tmp_path, replicas=1).read_text())
+    for i in range(3):
+        ex = InlineExecutor()
+        res = tams.run(data, in_memory=True, progress=False, executor=ex,
+                       run_dir=tmp_path / f"r{i}")
+        assert res.replicas[0].outcome == "converged"
+        del ex

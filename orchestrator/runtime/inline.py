@@ -7,16 +7,22 @@ finished :class:`concurrent.futures.Future`, so the driver loop cannot tell the 
 """
 from __future__ import annotations
 
+import itertools
 from concurrent.futures import Future
 
 from orchestrator.model import SegmentRequest
 from orchestrator.runtime.worker import run_segment, shutdown_models
 
 
+_SERIAL = itertools.count(1)
+
+
 class InlineExecutor:
     def __init__(self) -> None:
-        # its own model pool: closing this executor stops its models, no one else's
-        self.pool = f"inline-{id(self)}"
+        # its own model pool: closing this executor stops its models, no one else's.  Named
+        # by a counter, not id(self): a later executor at the same address would otherwise
+        # find the closed pool of an earlier one
+        self.pool = f"inline-{next(_SERIAL)}"
 
     def __enter__(self) -> InlineExecutor:
         return self
