@@ -13,7 +13,6 @@ from concurrent.futures import Future
 from orchestrator.model import SegmentRequest
 from orchestrator.runtime.worker import run_segment, shutdown_models
 
-
 _SERIAL = itertools.count(1)
 
 
