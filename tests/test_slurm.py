@@ -52,7 +52,9 @@ def cluster() -> Path | None:
 def reference(tmp_path_factory):
     """The same campaign run by threads."""
     tmp = tmp_path_factory.mktemp("threads")
-    path = write_campaign(tmp, **{**SLURM, "runner__kind": "threads"})
+    # the same campaign on threads: runner.slurm belongs to kind slurm only (a clear error
+    # otherwise), so it goes with the kind
+    path = write_campaign(tmp, **{**SLURM, "runner__kind": "threads", "runner__slurm": None})
     Driver(config.load(path), db_path=str(tmp / "ref.h5")).run()
     return digest(tmp / "ref.h5")
 
