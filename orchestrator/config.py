@@ -341,6 +341,17 @@ class DatabaseSection(Strict):
                                 "default: the database path with `.run` instead of `.h5`.")
     keep_states: Literal["live", "all"] = Field(
         "live", description="`live`: delete states no live trajectory can branch from; `all`: keep.")
+    commit_interval: float = Field(
+        2.0, description="Seconds between the driver's commits to the database: what `tams "
+        "status` sees lags by about this much. Segments finished after the last commit are not "
+        "lost (their completed directories are ingested on resume); shorter costs more writes.")
+
+    @field_validator("commit_interval")
+    @classmethod
+    def _commit_interval(cls, v: float) -> float:
+        if not (v > 0 and math.isfinite(v)):
+            raise ValueError("must be a number of seconds > 0, e.g. 2")
+        return v
 
 
 # The `runner` keys depend on the installed runner kinds, so the class that validates a

@@ -24,6 +24,9 @@ def write_campaign(tmp_path: Path, name: str = "camp", **overrides) -> Path:
         "score": {"function": "adapters.examples.doublewell2d:score", "target": 0.95},
         "tams": {"trajectories": 10, "kill_per_iteration": 2, "horizon": 4.0, "segment_steps": 50},
         "runner": {"kind": "threads", "workers": 1},
+        # commits as often as before the 2 s default: tests that act on what the database
+        # shows (kills, signals, scancel) must see segments while others still run
+        "database": {"commit_interval": 0.5},
     }
     for key, value in overrides.items():
         d = data

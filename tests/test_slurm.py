@@ -25,7 +25,9 @@ pytestmark = pytest.mark.slow  # a real Slurm cluster, minutes of blocks
 
 CLI = [sys.executable, "-m", "orchestrator.cli"]
 SMALL = dict(tams__trajectories=8, tams__horizon=4.0, tams__segment_steps=400)
-SLURM = dict(runner__kind="slurm", runner__workers=2, runner__slurm__poll_interval=2, **SMALL)
+# commits every 0.5 s: the tests act on what the database shows while segments still run
+SLURM = dict(runner__kind="slurm", runner__workers=2, runner__slurm__poll_interval=2,
+             database__commit_interval=0.5, **SMALL)
 
 
 def _slurm_state() -> str:

@@ -112,7 +112,7 @@ class _Stop:
 class Driver:
     def __init__(self, loaded: LoadedCampaign, db_path: str | None = None,
                  on_progress: Callable[[Progress], None] | None = None,
-                 commit_interval: float = 2.0, max_segments: int | None = None,
+                 commit_interval: float | None = None, max_segments: int | None = None,
                  store: Store | None = None, executor: Any = None,
                  run_dir: str | os.PathLike | None = None):
         self.loaded = loaded
@@ -120,7 +120,8 @@ class Driver:
         base = Path(run_dir) if run_dir is not None else loaded.run_dir(self.db_path)
         self.run_dir = base.resolve()
         self.on_progress = on_progress
-        self.commit_interval = commit_interval
+        self.commit_interval = (loaded.campaign.database.commit_interval
+                                if commit_interval is None else commit_interval)
         self.max_segments = max_segments  # for tests: stop after this many segments
         self.store = store  # given: a MemoryStore (tests, notebooks); else the HDF5 file
         self.executor = executor  # given: e.g. InlineExecutor; else Parsl from runner
