@@ -241,15 +241,16 @@ class PythonModel(ForwardModel):
                                 transient=False) from None
         model_time = time.perf_counter() - model0
         states_path, obs_path = _paths(request.workdir)
-        # the last file to appear (renamed into place, so whole or absent) marks a finished
-        # segment: the observables, or the states when they are the observables too
+        # the last file written marks a finished segment: the observables, or the states
+        # when they are the observables too.  Written in place, not renamed: a file cut short
+        # by a crash has a header promising more rows than it holds, which np.load refuses,
+        # so `collect` sees no finished segment and it runs again (a rename per segment cost
+        # a directory update on the file system's journal, up to a millisecond here)
         if self._one_file(request):
-            _save(states_path + ".tmp", states)
-            os.replace(states_path + ".tmp", states_path)
+            _save(states_path, states)
         else:
             _save(states_path, states)
-            _save(obs_path + ".tmp", obs)
-            os.replace(obs_path + ".tmp", obs_path)
+            _save(obs_path, obs)
         steps = np.arange(s0 + 1, s0 + n + 1, dtype=np.int64)
         return SegmentResult(steps, obs, self._checkpoints(request, states_path, ckpt_steps),
                              wall_time=time.perf_counter() - wall0, model_time=model_time,

@@ -51,3 +51,23 @@ def test_a_wrong_shape_is_one_sentence(tmp_path):
         res = tams.run(_campaign("segment", _bad_segment), in_memory=True, progress=False,
                        executor=InlineExecutor(), run_dir=tmp_path / "bad")
     assert res is None
+
+
+@pytest.mark.parametrize("every", [1, 50])
+def test_a_file_cut_short_by_a_crash_is_not_a_finished_segment(tmp_path, every):
+    """The adapter writes its files in place (no rename): a file a crash cut short must make
+    `collect` report no finished segment, so that the segment runs again."""
+    from test_executable import python_model, request
+
+    model = python_model()
+    req = request(tmp_path / "s00000000", model.initial_state(str(tmp_path)), every=every)
+    res = model.run_segment(req)
+    again = model.collect(req)
+    assert again is not None
+    assert np.array_equal(again.observables, res.observables)
+    marker = req.workdir + (".states.npy" if every == 1 else ".observables.npy")
+    data = open(marker, "rb").read()
+    open(marker, "wb").write(data[:-8])
+    assert model.collect(req) is None
+    open(marker, "wb").write(data[:100])
+    assert model.collect(req) is None

@@ -15,6 +15,7 @@ driver then commits, records the run as stopped (when and why) and raises
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import logging
@@ -241,7 +242,21 @@ class Driver:
             # finished futures arrive here (a callback per future): O(1) per completion
             finished: queue.SimpleQueue = queue.SimpleQueue()
 
+            # Tasks beyond the window wait here, not in the executor: every task handed to
+            # Parsl holds a task record and, once done, its result (observables, checkpoint
+            # columns) until this thread ingests it.  Submitting a whole initial ensemble at
+            # once let finished results pile up while the driver, sharing the GIL with thread
+            # workers, was behind (~40 kB each: a third of the driver's memory at 64
+            # replicas).  A window of a few tasks per worker keeps every worker fed.  Elastic
+            # executors (Slurm) get no window: their scaling strategy sizes blocks by the
+            # outstanding tasks.  Results do not depend on the order of submission.
+            window = ex.window()
+            backlog: collections.deque[_Pending] = collections.deque()
+
             def submit(p: _Pending) -> None:
+                if window is not None and len(pending) >= window:
+                    backlog.append(p)
+                    return
                 fut = ex.submit(spec, p.task.request, collect=p.attempt == 1)
                 pending[fut] = p
                 fut.add_done_callback(finished.put)
@@ -276,6 +291,8 @@ class Driver:
                     if not stop.reason:
                         for t in new:
                             submit(_Pending(t))
+                while backlog and not stop.reason and len(pending) < (window or 0):
+                    submit(backlog.popleft())
                 if stop.signal:
                     break  # a signal: do not wait for the segments in flight
                 now = time.monotonic()
@@ -287,8 +304,8 @@ class Driver:
                         last_measure = now
                         store.set_state_bytes(dir_bytes(self.run_dir))
                 if self.on_progress:
-                    n = len(pending)
-                    running = min(n, max(0, ex.capacity()))
+                    n = len(pending) + len(backlog)
+                    running = min(len(pending), max(0, ex.capacity()))
                     self.on_progress(Progress(replicas, n, now - t_start, running, n - running))
             for rep in replicas:  # what was in flight is not any more (re-run on resume)
                 if rep.in_flight:

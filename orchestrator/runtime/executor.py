@@ -281,6 +281,14 @@ class Executor:
                                      for m in ex.connected_managers() if m.get("active", True))
         return self._capacity
 
+    def window(self) -> int | None:
+        """Most tasks given to Parsl at once (see the driver): four per worker, at least 8,
+        so that every worker has its next segment queued; ``None`` (no limit) for kinds whose
+        blocks come and go, whose scaling follows the outstanding tasks."""
+        if self._elastic:
+            return None
+        return max(8, 4 * self.runner.workers)
+
     @staticmethod
     def is_lost(exc: BaseException) -> bool:
         return lost_worker(exc)

@@ -43,6 +43,11 @@ class InlineExecutor:
     def capacity(self) -> int:
         return 1
 
+    def window(self) -> int | None:
+        """Tasks the driver hands over before it ingests results: each runs at once here,
+        so a small window keeps few finished results waiting."""
+        return 4
+
     @staticmethod
     def is_lost(exc: BaseException) -> bool:
         return False
