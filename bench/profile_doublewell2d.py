@@ -117,6 +117,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--cprofile", action="store_true", help="profile every thread with cProfile")
     ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--segment-steps", type=int, default=None,
+                    help="override tams.segment_steps (the results do not depend on it)")
     ap.add_argument("--sort", default="tottime")
     ap.add_argument("--out", type=Path, default=None, help="pstats file (with --cprofile)")
     args = ap.parse_args()
@@ -181,6 +183,8 @@ def main() -> int:
     data = yaml.safe_load((REPO / "configs/doublewell2d.yaml").read_text())
     data["replicas"] = args.replicas
     data["seed"] = args.seed
+    if args.segment_steps:
+        data["tams"]["segment_steps"] = args.segment_steps
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "bench.yaml")
         path.write_text(yaml.safe_dump(data))
