@@ -1,5 +1,5 @@
-"""Export a campaign database: ``Database.to_xarray()``, netCDF-4 (xarray + h5netcdf, the
-``export`` extra) and CSV (standard library only).
+"""Export a campaign database: ``Database.to_xarray()``, netCDF-4 (xarray + h5netcdf, both
+dependencies of the package) and CSV (standard library only).
 
 Layout (CF-1.8 names and attributes, units from ``model.observables``):
 
@@ -90,8 +90,9 @@ def to_xarray(db):
     try:
         import xarray as xr
     except ImportError:
-        raise DatabaseError("exporting to xarray/netCDF needs xarray and h5netcdf: "
-                            "pip install 'tams-orchestrator[export]'.") from None
+        raise DatabaseError("exporting to xarray/netCDF needs xarray and h5netcdf, which this "
+                            "installation lacks: pip install xarray h5netcdf (or use "
+                            "--format csv).") from None
     g = gather(db)
     m, s_max = g["time"].shape
     tdim, ts = ("trajectory",), ("trajectory", "step")
