@@ -22,7 +22,10 @@ import numpy as np
 from orchestrator.core.algorithm import Outcome
 from orchestrator.core.stats import summarize
 
-TIME = "time (model time units)"
+
+def _time(db) -> str:
+    """The time axis label: ``model.time_units`` or "model time units"."""
+    return f"time ({db.meta.time_label})"
 
 
 def _fmt(p: float) -> str:
@@ -32,14 +35,16 @@ def _fmt(p: float) -> str:
 def _settings(db) -> dict:
     """From the database's typed metadata (no re-parsing of the stored YAML)."""
     m = db.meta
-    return {"n": m.n, "k": m.k, "target": m.target, "horizon": m.horizon}
+    return {"n": m.n, "k": m.k, "target": m.target, "horizon": m.horizon, "units": m.time_label}
 
 
 def text_report(db, reference: float | None = None) -> str:
     st = _settings(db)
     reps = db.replicas()
     finished = [v for v in reps if v.outcome != 0]
-    out = [f"campaign {db.name} (seed {db.seed}), {len(finished)}/{len(reps)} replicas finished"]
+    out = [f"campaign {db.name} (seed {db.seed}), {len(finished)}/{len(reps)} replicas finished; "
+           f"horizon T = {st['horizon']:g} {st['units']} ({db.meta.horizon_steps} steps of "
+           f"dt = {db.meta.dt:g})"]
     for v in reps:
         note = "" if v.outcome in (0, 1) else f"  ({v.outcome.name.lower()})"
         out.append(f"  replica {v.index:4d}: p = {_fmt(v.estimate) if v.outcome else 'running':>10}"
@@ -118,7 +123,7 @@ def make_figures(db, folder: Path, reference: float | None = None) -> list[Path]
         tr = db.trajectory(int(t), 0)
         ax.plot(tr.times, tr.scores, lw=0.7, alpha=0.7, color=plt.cm.viridis(i / max(1, len(ens) - 1)))
     ax.axhline(st["target"], color="red", ls="--", lw=1.5, label=f"target {st['target']:g}")
-    ax.set_xlabel(TIME)
+    ax.set_xlabel(_time(db))
     ax.set_ylabel("score (dimensionless)")
     v0 = reps[0]
     ax.set_title(f"Final ensemble of replica 0: {len(ens)} trajectories, "
@@ -153,7 +158,8 @@ def make_figures(db, folder: Path, reference: float | None = None) -> list[Path]
     ax.set_xlabel("replica")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("estimate of p (probability)")
-    ax.set_title(f"Estimates of p = P(score reaches {st['target']:g} before T = {st['horizon']:g})")
+    ax.set_title(f"Estimates of p = P(score reaches {st['target']:g} before T = {st['horizon']:g} {st['units']})",
+                 fontsize=10)
     ax.legend(fontsize=8)
     save(fig, "estimates.png")
 
@@ -167,7 +173,7 @@ def make_figures(db, folder: Path, reference: float | None = None) -> list[Path]
         ax.axvline(float(np.median(fpt)), color="k", ls=":", label=f"median {np.median(fpt):.3g}")
         ax.legend(fontsize=8)
     ax.set_xlim(0, st["horizon"])
-    ax.set_xlabel(f"first-passage {TIME}")
+    ax.set_xlabel(f"first-passage {_time(db)}")
     ax.set_ylabel("number of trajectories")
     ax.set_title("First-passage times to the target, final ensembles of all replicas")
     save(fig, "first_passage.png")
@@ -185,8 +191,8 @@ def return_time_figure(rt, folder: Path) -> Path:
                 label=f"TAMS, {rt.p_replicas.shape[0]} replicas (95 % CI)")
     ax.set_yscale("log")
     ax.set_xlabel(f"amplitude a of max({rt.quantity}) ({rt.units})")
-    ax.set_ylabel("return time r(a) (model time units)")
-    ax.set_title(f"Return times, r(a) = -T / log(1 - p(a)), T = {rt.window:g}")
+    ax.set_ylabel(f"return time r(a) ({rt.time_units})")
+    ax.set_title(f"Return times, r(a) = -T / log(1 - p(a)), T = {rt.window:g} {rt.time_units}")
     ax.legend(fontsize=8)
     fig.tight_layout()
     p = folder / "return_times.png"
