@@ -49,6 +49,15 @@ def text_report(db, reference: float | None = None) -> str:
         note = "" if v.outcome in (0, 1) else f"  ({v.outcome.name.lower()})"
         out.append(f"  replica {v.index:4d}: p = {_fmt(v.estimate) if v.outcome else 'running':>10}"
                    f"  iterations {v.iterations:5d}  model steps {v.model_steps}{note}")
+    extinct = [v for v in finished if v.outcome == Outcome.EXTINCT]
+    if extinct:
+        out.append(f"extinct: {len(extinct)} of {len(finished)} finished replicas "
+                   f"({100 * len(extinct) / len(finished):.0f} %), each counted with estimate 0 "
+                   "as the unbiased estimator requires")
+        why = [extinction_reason(db, v) for v in extinct]
+        out += [f"  {line} ({reason})" for reason, line in why]
+        for reason in dict.fromkeys(reason for reason, _ in why):
+            out.append(f"  {reason}: {EXTINCTION_FIXES[reason]}")
     s = summarize([v.estimate for v in finished])
     if s.n >= 2 and s.mean == 0:
         out.append(f"estimate: p = 0, every one of {s.n} replicas estimated 0 (extinction or "
@@ -81,6 +90,56 @@ def text_report(db, reference: float | None = None) -> str:
                f"(sum of segment wall times, {model_s:.1f} s); driver wall time "
                f"{db.wall_time():.1f} s")
     return "\n".join(out)
+
+
+EXTINCTION_FIXES = {
+    "ties at the horizon": (
+        "children that branch at the last step of the horizon copy their parent whole and tie "
+        "with it; when the paths peak at that last step (the score is still rising when the "
+        "horizon ends) the ties spread to all N; fix: a horizon longer than the time the score "
+        "needs to peak, a score that does not keep growing until the horizon, or a larger N "
+        "(docs/wrapping.md, \"Extinction at the horizon\")"),
+    "level stuck": (
+        "the maxima tie although the paths peak before the horizon: the score is flat there "
+        "(clipped to a constant, or made of observables written with too few digits); fix: a "
+        "score that keeps separating trajectories (no clipping, observables written with full "
+        "precision such as %.17g) or a larger N (docs/wrapping.md, \"Extinction at the "
+        "horizon\")"),
+}
+
+
+def extinction_reason(db, v) -> tuple[str, str]:
+    """(reason, one line of evidence) for replica ``v``, extinct (all N maxima tied at the
+    level), from what the database stores: the final ensemble's paths, their branch steps and
+    the levels of the iterations.  The reasons are the keys of :data:`EXTINCTION_FIXES`."""
+    r, h = v.index, db.meta.horizon_steps
+    created = db.table(r, "created")
+    branch = dict(zip(created["id"].tolist(), created["branch_step"].tolist()))
+    parent = dict(zip(created["id"].tolist(), created["parent"].tolist()))
+    ens = [int(t) for t in db.ensemble(r)]
+    n = len(ens)
+    copies = sum(1 for t in ens if parent[t] >= 0 and branch[t] >= h)
+    peak_last = 0
+    for t in ens:
+        tr = db.trajectory(t, r)
+        if tr.scores.size:
+            peak_last += int(tr.steps[int(np.argmax(tr.scores))] == h)
+    z = v.level
+    when = (f"at iteration {v.iterations + 1}" if v.iterations
+            else "at the first iteration")
+    head = f"replica {r}: extinct {when}, all {n} maxima tied at the level {z:.6g}"
+    if copies or 2 * peak_last >= n:
+        return "ties at the horizon", (
+            f"{head}; {copies} are children branched at the last step of the horizon "
+            f"(step {h}), {peak_last} of the {n} paths peak at that step")
+    levels = np.asarray(db.iterations(r)["level"], dtype=np.float64)
+    same = levels[::-1] == z
+    stuck = int(levels.size if same.all() else np.argmin(same))
+    since = ("the initial ensemble's paths already shared it" if not v.iterations else
+             f"the level had not risen for {stuck} iteration(s) before" if stuck else
+             "the level reached it at the last iteration")
+    return "level stuck", (f"{head}; {since}; {peak_last} of the {n} paths peak at the last "
+                           "step")
 
 
 def first_passage_times(db, r: int, target: float) -> np.ndarray:
