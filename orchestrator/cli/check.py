@@ -376,7 +376,9 @@ def _cost(loaded, s, full: _Run, again: _Run, start: _Run, guess_p: float | None
     per_step = max(min(full.wall, again.wall) - start_cost, 0.0) / max(1, n - 1)
     ck = full.res.checkpoints
     size = _state_size(ck.ref(ck.steps.size - 1))
-    print(f"cost: {per_step:.3g} s per model step, about {start_cost:.3g} s per model start, "
+    step_text = (f"{per_step:.3g} s per model step" if per_step > 0 else
+                 "model steps too fast to measure next to a model start")
+    print(f"cost: {step_text}, about {start_cost:.3g} s per model start, "
           f"{size} bytes per checkpoint ({_human_bytes(size)})")
     c = loaded.campaign
     workers = total_workers(c.runner)
@@ -390,7 +392,8 @@ def _cost(loaded, s, full: _Run, again: _Run, start: _Run, guess_p: float | None
                         bytes_per_checkpoint=size)
     keep = c.database.keep_states
     disk = est.disk_live if keep == "live" else est.disk_all
-    print(f"estimate for p = {guess_p:g} (upper bounds, formulas in docs/wrapping.md): "
+    print(f"estimate for p = {guess_p:g} (model steps and disk are upper bounds, the wall time "
+          f"assumes this check's speed; formulas in docs/wrapping.md): "
           f"{est.iterations} iterations per replica, {est.trajectories} trajectories, "
           f"{est.segments} segments, {est.model_steps:.3g} model steps; wall time "
           f"{_human_seconds(est.wall)} on {workers} worker(s); state disk "
