@@ -10,8 +10,12 @@ from __future__ import annotations
 import re
 import textwrap
 
+import pytest
+
 from conftest import write_campaign
 from test_cli_fixes import tams
+
+pytestmark = pytest.mark.slow  # each runs a campaign
 
 MODEL = textwrap.dedent("""
     import numpy as np

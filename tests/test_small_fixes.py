@@ -16,6 +16,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO, write_campaign
 from test_cli_fixes import tams
 
@@ -39,6 +41,7 @@ def test_export_needs_only_the_plain_dependencies():
     assert needed <= deps, f"`tams export` needs {sorted(needed - deps)}, not in dependencies"
 
 
+@pytest.mark.slow
 def test_export_runs_after_the_plain_setup(tmp_path):
     """The CLI end to end: a finished campaign exported to netCDF (this venv has exactly the
     plain dependencies plus the test tools, none of which export uses)."""

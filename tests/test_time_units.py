@@ -21,6 +21,7 @@ def days_db(tmp_path_factory):
     return tmp, tmp / "camp.h5"
 
 
+@pytest.mark.slow
 def test_time_units_in_report_metadata_and_export(days_db):
     tmp, db = days_db
     with Database(db) as d:
@@ -36,6 +37,7 @@ def test_time_units_in_report_metadata_and_export(days_db):
         assert ds.attrs["time_units"] == "days"
 
 
+@pytest.mark.slow
 def test_figures_carry_the_units(days_db):
     from orchestrator.cli import report as rep
     tmp, db = days_db
@@ -56,6 +58,7 @@ def test_figures_carry_the_units(days_db):
     assert "time (days)" in labels and "first-passage time (days)" in labels, labels
 
 
+@pytest.mark.slow
 def test_a_database_made_before_the_key_still_reads(days_db, tmp_path):
     """The metadata JSON of an older database has no time_units: it loads, labelled as before."""
     _, db = days_db
