@@ -203,7 +203,8 @@ def check(path: str, n_steps: int | None = None, guess_p: float | None = None) -
     model, scorer, _ = driver._prepare()
     s = driver.settings()
     ce = s.checkpoint_every
-    n = min(s.horizon, n_steps if n_steps is not None else max(100, 2 * ce))
+    # default: enough steps for a checkpoint in the middle of the test segment, within reason
+    n = min(s.horizon, n_steps if n_steps is not None else max(100, min(2 * ce, 1000)))
     m = ce * max(1, (n // 2) // ce) if ce < n else n // 2
     names = [o.name for o in loaded.model.observable_specs()]
     tmp = tempfile.mkdtemp(prefix="tams-check-")

@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
                        "runs, is deterministic and restarts exactly; show its cost")
     p.add_argument("campaign")
     p.add_argument("--steps", metavar="N", type=int, help="steps of the test segment (default "
-                   "100 or two checkpoint intervals, whichever is more, at most the horizon)")
+                   "100 or two checkpoint intervals up to 1000, whichever is more, at most the horizon)")
     p.add_argument("--guess-p", metavar="P", type=float, help="a guess of the probability: "
                    "estimate the campaign's iterations, model steps, wall time and state disk")
     p.set_defaults(fn=cmd_check)
