@@ -168,6 +168,30 @@ def _adapter(type_adapter):
     return type_adapter(_union())
 
 
+def _makefile_folder(start: Path, levels: int = 3) -> Path | None:
+    """The nearest folder holding a Makefile, from the executable's own folder up at most
+    ``levels`` parents (``bin/`` inside the model's folder is the usual layout); None if none:
+    an unrelated Makefile further up would be the wrong hint."""
+    d = start
+    for _ in range(levels + 1):
+        if any((d / name).is_file() for name in ("Makefile", "makefile", "GNUmakefile")):
+            return d
+        if d.parent == d:
+            break
+        d = d.parent
+    return None
+
+
+def _shown(folder: Path) -> str:
+    """A folder as the user would type it: relative to the current directory when that is
+    short (at most two `..`), else absolute."""
+    try:
+        rel = os.path.relpath(folder)
+    except (OSError, ValueError):
+        return str(folder)
+    return rel if not rel.startswith(os.path.join(os.pardir, os.pardir, os.pardir)) else str(folder)
+
+
 def _from_dump(data: dict) -> ExecutableModelConfig:
     return ExecutableModelConfig.model_validate(data)
 
@@ -227,12 +251,18 @@ class ExecutableModel(ForwardModel):
         if problems or self.launcher.in_container:
             return problems or self._check_initial_state()
         exe = self.executable
-        if os.sep not in self.config.executable and not os.path.exists(exe):
+        if os.sep not in self.config.executable and shutil.which(self.config.executable) is None:
+            if Path(self.base_dir, exe).exists():
+                return [(f"key model.executable: {exe} is not found on PATH, but {exe} exists "
+                         f"beside the YAML: did you mean `executable: ./{exe}`? (a bare name is "
+                         "looked up on PATH, as a shell does)")]
             return [(f"key model.executable: {exe} is not found on PATH; give its path "
                     "(relative to the YAML) or extend PATH")]
         if not os.path.exists(exe):
-            return [(f"key model.executable: {exe} does not exist; build the model (e.g. `make -C "
-                    f"{Path(exe).parent.parent}`) or fix the path")]
+            folder = _makefile_folder(Path(exe).parent)
+            build = (f"build the model (`make -C {_shown(folder)}`)" if folder is not None
+                     else "build the model")
+            return [f"key model.executable: {exe} does not exist; {build} or fix the path"]
         if os.path.isdir(exe) or not os.access(exe, os.X_OK):
             return [(f"key model.executable: {exe} is not an executable file; `chmod +x` it or "
                     "fix the path")]

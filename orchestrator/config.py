@@ -73,6 +73,17 @@ class ModelSection(Strict):
         "last step).")
     parameters: dict[str, Any] = Field(
         default_factory=dict, description="Free-form model parameters passed to the model.")
+    time_units: str | None = Field(
+        None, description="Units of model time (step s is at time s*dt), e.g. `days`: shown in "
+        "the report and its figures, stored in the database and given as the CF `units` of "
+        "`time` in the netCDF export. null: \"model time units\". Changes no result.")
+
+    @field_validator("time_units")
+    @classmethod
+    def _time_units(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("must be a non-empty string such as days, or null")
+        return v
 
     @field_validator("dt")
     @classmethod

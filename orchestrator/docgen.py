@@ -207,10 +207,10 @@ def annotated_example(path: Path = EXAMPLE) -> str:
 # --- the whole reference -------------------------------------------------------------------
 INTRO = """\
 A campaign is one YAML file.  `tams run CAMPAIGN.yaml` runs it, `tams check CAMPAIGN.yaml`
-validates it and runs one short segment of the model.  The file is read strictly: an unknown
-key, a value of the wrong type (a quoted number, a float where an integer is needed) or a
-value out of range stops `tams` with one sentence naming the file, the key and the fix, and
-nothing is written.
+validates it and proves on a few steps that the model is deterministic and restarts exactly
+(docs/wrapping.md).  The file is read strictly: an unknown key, a value of the wrong type (a
+quoted number, a float where an integer is needed) or a value out of range stops `tams`
+with one sentence naming the file, the key and the fix, and nothing is written.
 
 ## Paths
 

@@ -216,7 +216,7 @@ def cmd_export(args) -> int:
 
 def cmd_check(args) -> int:
     from orchestrator.cli.check import check
-    return check(args.campaign)
+    return check(args.campaign, n_steps=args.steps, guess_p=args.guess_p)
 
 
 def _cmd_check_db(args) -> int:
@@ -298,8 +298,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", metavar="PATH", help="output file (netcdf) or folder (csv); default "
                    "the database path with .nc or .csv")
     p.set_defaults(fn=cmd_export)
-    p = sub.add_parser("check", help="validate a campaign and run one short segment")
+    p = sub.add_parser("check", help="validate a campaign; prove on a few steps that the model "
+                       "runs, is deterministic and restarts exactly; show its cost")
     p.add_argument("campaign")
+    p.add_argument("--steps", metavar="N", type=int, help="steps of the test segment (default "
+                   "100 or two checkpoint intervals up to 1000, whichever is more, at most the horizon)")
+    p.add_argument("--guess-p", metavar="P", type=float, help="a guess of the probability: "
+                   "estimate the campaign's iterations, model steps, wall time and state disk")
     p.set_defaults(fn=cmd_check)
     p = sub.add_parser("check-db", help="check a database's internal consistency (exit 0 if "
                        "consistent, 2 with one line per problem)")

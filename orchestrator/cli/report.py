@@ -22,7 +22,10 @@ import numpy as np
 from orchestrator.core.algorithm import Outcome
 from orchestrator.core.stats import summarize
 
-TIME = "time (model time units)"
+
+def _time(db) -> str:
+    """The time axis label: ``model.time_units`` or "model time units"."""
+    return f"time ({db.meta.time_label})"
 
 
 def _fmt(p: float) -> str:
@@ -32,18 +35,29 @@ def _fmt(p: float) -> str:
 def _settings(db) -> dict:
     """From the database's typed metadata (no re-parsing of the stored YAML)."""
     m = db.meta
-    return {"n": m.n, "k": m.k, "target": m.target, "horizon": m.horizon}
+    return {"n": m.n, "k": m.k, "target": m.target, "horizon": m.horizon, "units": m.time_label}
 
 
 def text_report(db, reference: float | None = None) -> str:
     st = _settings(db)
     reps = db.replicas()
     finished = [v for v in reps if v.outcome != 0]
-    out = [f"campaign {db.name} (seed {db.seed}), {len(finished)}/{len(reps)} replicas finished"]
+    out = [f"campaign {db.name} (seed {db.seed}), {len(finished)}/{len(reps)} replicas finished; "
+           f"horizon T = {st['horizon']:g} {st['units']} ({db.meta.horizon_steps} steps of "
+           f"dt = {db.meta.dt:g})"]
     for v in reps:
         note = "" if v.outcome in (0, 1) else f"  ({v.outcome.name.lower()})"
         out.append(f"  replica {v.index:4d}: p = {_fmt(v.estimate) if v.outcome else 'running':>10}"
                    f"  iterations {v.iterations:5d}  model steps {v.model_steps}{note}")
+    extinct = [v for v in finished if v.outcome == Outcome.EXTINCT]
+    if extinct:
+        out.append(f"extinct: {len(extinct)} of {len(finished)} finished replicas "
+                   f"({100 * len(extinct) / len(finished):.0f} %), each counted with estimate 0 "
+                   "as the unbiased estimator requires")
+        why = [extinction_reason(db, v) for v in extinct]
+        out += [f"  {line} ({reason})" for reason, line in why]
+        for reason in dict.fromkeys(reason for reason, _ in why):
+            out.append(f"  {reason}: {EXTINCTION_FIXES[reason]}")
     s = summarize([v.estimate for v in finished])
     if s.n >= 2 and s.mean == 0:
         out.append(f"estimate: p = 0, every one of {s.n} replicas estimated 0 (extinction or "
@@ -76,6 +90,56 @@ def text_report(db, reference: float | None = None) -> str:
                f"(sum of segment wall times, {model_s:.1f} s); driver wall time "
                f"{db.wall_time():.1f} s")
     return "\n".join(out)
+
+
+EXTINCTION_FIXES = {
+    "ties at the horizon": (
+        "children that branch at the last step of the horizon copy their parent whole and tie "
+        "with it; when the paths peak at that last step (the score is still rising when the "
+        "horizon ends) the ties spread to all N; fix: a horizon longer than the time the score "
+        "needs to peak, a score that does not keep growing until the horizon, or a larger N "
+        "(docs/wrapping.md, \"Extinction at the horizon\")"),
+    "level stuck": (
+        "the maxima tie although the paths peak before the horizon: the score is flat there "
+        "(clipped to a constant, or made of observables written with too few digits); fix: a "
+        "score that keeps separating trajectories (no clipping, observables written with full "
+        "precision such as %.17g) or a larger N (docs/wrapping.md, \"Extinction at the "
+        "horizon\")"),
+}
+
+
+def extinction_reason(db, v) -> tuple[str, str]:
+    """(reason, one line of evidence) for replica ``v``, extinct (all N maxima tied at the
+    level), from what the database stores: the final ensemble's paths, their branch steps and
+    the levels of the iterations.  The reasons are the keys of :data:`EXTINCTION_FIXES`."""
+    r, h = v.index, db.meta.horizon_steps
+    created = db.table(r, "created")
+    branch = dict(zip(created["id"].tolist(), created["branch_step"].tolist()))
+    parent = dict(zip(created["id"].tolist(), created["parent"].tolist()))
+    ens = [int(t) for t in db.ensemble(r)]
+    n = len(ens)
+    copies = sum(1 for t in ens if parent[t] >= 0 and branch[t] >= h)
+    peak_last = 0
+    for t in ens:
+        tr = db.trajectory(t, r)
+        if tr.scores.size:
+            peak_last += int(tr.steps[int(np.argmax(tr.scores))] == h)
+    z = v.level
+    when = (f"at iteration {v.iterations + 1}" if v.iterations
+            else "at the first iteration")
+    head = f"replica {r}: extinct {when}, all {n} maxima tied at the level {z:.6g}"
+    if copies or 2 * peak_last >= n:
+        return "ties at the horizon", (
+            f"{head}; {copies} are children branched at the last step of the horizon "
+            f"(step {h}), {peak_last} of the {n} paths peak at that step")
+    levels = np.asarray(db.iterations(r)["level"], dtype=np.float64)
+    same = levels[::-1] == z
+    stuck = int(levels.size if same.all() else np.argmin(same))
+    since = ("the initial ensemble's paths already shared it" if not v.iterations else
+             f"the level had not risen for {stuck} iteration(s) before" if stuck else
+             "the level reached it at the last iteration")
+    return "level stuck", (f"{head}; {since}; {peak_last} of the {n} paths peak at the last "
+                           "step")
 
 
 def first_passage_times(db, r: int, target: float) -> np.ndarray:
@@ -118,7 +182,7 @@ def make_figures(db, folder: Path, reference: float | None = None) -> list[Path]
         tr = db.trajectory(int(t), 0)
         ax.plot(tr.times, tr.scores, lw=0.7, alpha=0.7, color=plt.cm.viridis(i / max(1, len(ens) - 1)))
     ax.axhline(st["target"], color="red", ls="--", lw=1.5, label=f"target {st['target']:g}")
-    ax.set_xlabel(TIME)
+    ax.set_xlabel(_time(db))
     ax.set_ylabel("score (dimensionless)")
     v0 = reps[0]
     ax.set_title(f"Final ensemble of replica 0: {len(ens)} trajectories, "
@@ -153,7 +217,8 @@ def make_figures(db, folder: Path, reference: float | None = None) -> list[Path]
     ax.set_xlabel("replica")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("estimate of p (probability)")
-    ax.set_title(f"Estimates of p = P(score reaches {st['target']:g} before T = {st['horizon']:g})")
+    ax.set_title(f"Estimates of p = P(score reaches {st['target']:g} before T = {st['horizon']:g} {st['units']})",
+                 fontsize=10)
     ax.legend(fontsize=8)
     save(fig, "estimates.png")
 
@@ -167,7 +232,7 @@ def make_figures(db, folder: Path, reference: float | None = None) -> list[Path]
         ax.axvline(float(np.median(fpt)), color="k", ls=":", label=f"median {np.median(fpt):.3g}")
         ax.legend(fontsize=8)
     ax.set_xlim(0, st["horizon"])
-    ax.set_xlabel(f"first-passage {TIME}")
+    ax.set_xlabel(f"first-passage {_time(db)}")
     ax.set_ylabel("number of trajectories")
     ax.set_title("First-passage times to the target, final ensembles of all replicas")
     save(fig, "first_passage.png")
@@ -185,8 +250,8 @@ def return_time_figure(rt, folder: Path) -> Path:
                 label=f"TAMS, {rt.p_replicas.shape[0]} replicas (95 % CI)")
     ax.set_yscale("log")
     ax.set_xlabel(f"amplitude a of max({rt.quantity}) ({rt.units})")
-    ax.set_ylabel("return time r(a) (model time units)")
-    ax.set_title(f"Return times, r(a) = -T / log(1 - p(a)), T = {rt.window:g}")
+    ax.set_ylabel(f"return time r(a) ({rt.time_units})")
+    ax.set_title(f"Return times, r(a) = -T / log(1 - p(a)), T = {rt.window:g} {rt.time_units}")
     ax.legend(fontsize=8)
     fig.tight_layout()
     p = folder / "return_times.png"

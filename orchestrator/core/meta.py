@@ -40,6 +40,13 @@ class CampaignMeta:
     adapter: str
     run_dir: str = ""  # absolute path of the run directory when the database was made
     keep_states: str = "live"
+    # model.time_units ("" when not given, and in databases made before the key)
+    time_units: str = ""
+
+    @property
+    def time_label(self) -> str:
+        """The units of model time as the report and figures say them."""
+        return self.time_units or "model time units"
 
     @property
     def observable_names(self) -> list[str]:
@@ -70,7 +77,8 @@ class CampaignMeta:
                    noise_mode=m.noise, noise_dim=m.noise_dim, checkpoint_every=m.checkpoint_every,
                    observables=tuple(ObservableMeta(o.name, o.units, o.long_name)
                                      for o in m.observable_specs()),
-                   adapter=m.adapter, run_dir=run_dir, keep_states=c.database.keep_states)
+                   adapter=m.adapter, run_dir=run_dir, keep_states=c.database.keep_states,
+                   time_units=getattr(m, "time_units", None) or "")
 
 
 @dataclass(frozen=True)

@@ -31,13 +31,14 @@ from orchestrator.core.stats import t975
 class ReturnTimes:
     quantity: str
     units: str
-    window: float  # T, model time units
+    window: float  # T, in time_units
     amplitudes: np.ndarray  # (A,)
     p_replicas: np.ndarray  # (R, A)
     p: np.ndarray
     p_stderr: np.ndarray
     p_low: np.ndarray
     p_high: np.ndarray
+    time_units: str = "model time units"
 
     @property
     def r(self) -> np.ndarray:
@@ -52,8 +53,8 @@ class ReturnTimes:
         return return_time(self.p_low, self.window)
 
     def table(self) -> str:
-        lines = [f"return times of max({self.quantity}) over T = {self.window:g} (model time "
-                 f"units), {self.p_replicas.shape[0]} replicas",
+        lines = [f"return times of max({self.quantity}) over T = {self.window:g} ({self.time_units}), "
+                 f"{self.p_replicas.shape[0]} replicas",
                  f"{'a':>10} {'p(a)':>11} {'± s.e.':>10} {'r(a)':>11} {'95 % CI of r(a)':>25}"]
         for i, a in enumerate(self.amplitudes):
             lines.append(f"{a:>10.4g} {self.p[i]:>11.4g} {self.p_stderr[i]:>10.2g} "
@@ -138,4 +139,5 @@ def return_times(db, quantity: str = "score", amplitudes=None) -> ReturnTimes:
         if spec["name"] == quantity:
             units = spec.get("units") or "1"
     return ReturnTimes(quantity, units, window_of(db), a, P, mean, se,
-                       np.clip(mean - h, 0.0, 1.0), np.clip(mean + h, 0.0, 1.0))
+                       np.clip(mean - h, 0.0, 1.0), np.clip(mean + h, 0.0, 1.0),
+                       time_units=db.meta.time_label)

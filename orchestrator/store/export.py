@@ -1,5 +1,5 @@
-"""Export a campaign database: ``Database.to_xarray()``, netCDF-4 (xarray + h5netcdf, the
-``export`` extra) and CSV (standard library only).
+"""Export a campaign database: ``Database.to_xarray()``, netCDF-4 (xarray + h5netcdf, both
+dependencies of the package) and CSV (standard library only).
 
 Layout (CF-1.8 names and attributes, units from ``model.observables``):
 
@@ -90,8 +90,9 @@ def to_xarray(db):
     try:
         import xarray as xr
     except ImportError:
-        raise DatabaseError("exporting to xarray/netCDF needs xarray and h5netcdf: "
-                            "pip install 'tams-orchestrator[export]'.") from None
+        raise DatabaseError("exporting to xarray/netCDF needs xarray and h5netcdf, which this "
+                            "installation lacks: pip install xarray h5netcdf (or use "
+                            "--format csv).") from None
     g = gather(db)
     m, s_max = g["time"].shape
     tdim, ts = ("trajectory",), ("trajectory", "step")
@@ -109,8 +110,9 @@ def to_xarray(db):
         "log_weight_trajectory": (tdim, g["log_weight_traj"], {"long_name": "natural log of weight", "units": "1"}),
         "length": (tdim, g["length"], {"long_name": "number of steps in the full path"}),
         "max_score": (tdim, g["max_score"], {"long_name": "maximum score over the full path", "units": "1"}),
-        "time": (ts, g["time"], {"long_name": "model time", "units": "1",
-                                  "comment": "model time units of the model (step s at s*dt)"}),
+        "time": (ts, g["time"], {"long_name": "model time",
+                                  "units": db.meta.time_units or "1",
+                                  "comment": f"{db.meta.time_label} (step s at s*dt)"}),
         "score": (ts, g["score"], {"long_name": "score (reaction coordinate)", "units": "1"}),
         "level": (("replica", "iteration"), g["level"], {"long_name": "level z_j (score)", "units": "1"}),
         "iteration_weight": (("replica", "iteration"), g["weight"], {"long_name": "weight W_j after iteration j", "units": "1"}),
@@ -134,7 +136,7 @@ def to_xarray(db):
     ds.attrs.update({
         "Conventions": "CF-1.8", "title": f"TAMS campaign {db.name}",
         "source": f"tams {db.software_version} (database schema {db.schema_version})",
-        "seed": db.seed, "observables": json.dumps(db.observable_specs),
+        "seed": db.seed, "time_units": db.meta.time_label, "observables": json.dumps(db.observable_specs),
         "campaign_yaml": db.config_yaml,
     })
     return ds
