@@ -43,4 +43,4 @@ fi
 .venv/bin/ruff check .
 .venv/bin/mypy
 
-exec .venv/bin/python -m pytest -q "$@"
+exec .venv/bin/python -m pytest -q --durations=40 "$@"
