@@ -15,6 +15,7 @@ import time
 from orchestrator.config import load
 from orchestrator.core import noise as nz
 from orchestrator.core.segments import validate
+from orchestrator.core.window import running_means
 from orchestrator.errors import UserError
 from orchestrator.model import ModelRunError, SegmentRequest
 from orchestrator.runtime.driver import Driver
@@ -58,7 +59,10 @@ def check(path: str, n_steps: int = 100) -> int:
             keep = bool(exc.workdir) and os.path.isdir(exc.workdir)
             raise UserError(_failure_message(loaded.path, exc, tmp, keep)) from None
         wall = time.perf_counter() - t0
-        scores = scorer(res.steps * s.dt, res.observables)
+        obs = res.observables
+        if s.window > 1:  # score.window: running means from step 1, as the driver computes them
+            obs = running_means(obs[:0], obs, s.window, 1)
+        scores = scorer(res.steps * s.dt, obs)
     finally:
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)

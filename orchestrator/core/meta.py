@@ -40,6 +40,7 @@ class CampaignMeta:
     adapter: str
     run_dir: str = ""  # absolute path of the run directory when the database was made
     keep_states: str = "live"
+    window: int = 1  # score.window: the score sees running means over this many steps
 
     @property
     def observable_names(self) -> list[str]:
@@ -70,7 +71,8 @@ class CampaignMeta:
                    noise_mode=m.noise, noise_dim=m.noise_dim, checkpoint_every=m.checkpoint_every,
                    observables=tuple(ObservableMeta(o.name, o.units, o.long_name)
                                      for o in m.observable_specs()),
-                   adapter=m.adapter, run_dir=run_dir, keep_states=c.database.keep_states)
+                   adapter=m.adapter, run_dir=run_dir, keep_states=c.database.keep_states,
+                   window=c.score.window or 1)
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,10 @@ class Settings:
     @property
     def horizon(self) -> int:
         return self.meta.horizon_steps
+
+    @property
+    def window(self) -> int:
+        return self.meta.window
 
     @property
     def max_iterations(self) -> int:
