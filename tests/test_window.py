@@ -9,9 +9,11 @@ the path's steps max(1, s-w+1)..s, computed by the orchestrator (orchestrator/co
   Carlo estimate of the same windowed event (vectorised numpy, its own error included) within
   3 standard errors -- and the same test fails when the window is off by one step.
 
-The chain is the Ornstein-Uhlenbeck example with dt = 0.5 (x' = x/2 + 0.354 xi, a short
-memory), so the step-to-step values are noisy and the window length matters: with w = 5 a
-mean over 4 or 6 steps changes the probability by a factor of about 2.
+The chain is the Ornstein-Uhlenbeck example with dt = 0.25 (x' = 0.75 x + 0.25 xi, a memory
+of a few steps), so the step-to-step values are noisy and the window length matters: with
+w = 5, p = 7.4e-3, while a mean over 4 or 6 steps gives 1.19e-2 or 4.7e-3.  (TAMS is not at its
+best on such a chain -- one replica's relative standard deviation is about 0.9 -- hence the
+replica counts.)
 """
 from __future__ import annotations
 
@@ -28,10 +30,10 @@ import pytest
 from orchestrator.core.window import running_means
 
 W = 5
-LEVEL = 1.0
-DT = 0.5
+LEVEL = 0.9
+DT = 0.25
 SIGMA = 0.5
-HORIZON_STEPS = 40
+HORIZON_STEPS = 16
 N = 32
 
 
@@ -48,7 +50,7 @@ def campaign(seed: int, replicas: int, window: int | None = W, n: int = N) -> di
                   "parameters": {"sigma": SIGMA}},
         "score": score,
         "tams": {"trajectories": n, "kill_per_iteration": 1,
-                 "horizon": HORIZON_STEPS * DT, "segment_steps": 16},
+                 "horizon": HORIZON_STEPS * DT, "segment_steps": 8},
         "runner": {"kind": "threads", "workers": 1},
         "database": {"keep_states": "all"},
     }
@@ -178,7 +180,7 @@ def test_windowed_estimate_matches_brute_force(reference):
     p, p_se = reference
     est = estimates(160, seed=5)
     se = est.std(ddof=1) / math.sqrt(est.size)
-    assert se / p <= 0.06, "too few replicas for the promised precision"
+    assert se / p <= 0.10, "too few replicas for the promised precision"
     assert abs(bias(est, p, p_se)) < 3.0
 
 
@@ -186,5 +188,5 @@ def test_windowed_estimate_matches_brute_force(reference):
 @pytest.mark.parametrize("shift", [1, -1], ids=["window+1", "window-1"])
 def test_window_off_by_one_is_detected(reference, shift):
     p, p_se = reference
-    est = estimates(80, seed=6, shift=shift)
+    est = estimates(100, seed=6, shift=shift)
     assert abs(bias(est, p, p_se)) > 3.0, "a window off by one step must fail the test above"
