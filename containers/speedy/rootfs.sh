@@ -14,7 +14,7 @@ cp "$here/speedy_segment.sh" "$root/opt/speedy/"
 cp -r "$here/bin/speedy" "$here/bin/data" "$here/bin/LICENSE.speedy" "$root/opt/speedy/bin/"
 [ ! -f "$here/bin/summer_state.bin" ] || cp "$here/bin/summer_state.bin" "$root/opt/speedy/bin/"
 progs=("$here/bin/speedy")
-for p in bash sh awk cat ln rm mv stat tail dirname; do
+for p in env bash sh awk cat ln rm mv stat tail dirname; do
   f=$(command -v "$p") || { echo "rootfs.sh: $p not found" >&2; exit 2; }
   f=$(readlink -f "$f")
   cp "$f" "$root/usr/bin/$p"
