@@ -11,7 +11,8 @@ one, a campaign of 4 trajectories over 4 days.
 - the same request twice gives the same bytes;
 - SPEEDY's own error `stop` (exit status 0) becomes a non-zero exit with a sentence;
 - `tams check` passes on configs/speedy-heatwave.yaml (pointed at the test build);
-- a tiny heat-wave campaign completes through `tams run` and `tams report`.
+- a tiny heat-wave campaign completes through `tams run` and `tams report`;
+- the Docker image (Dockerfile + rootfs.sh) gives the local build's bytes.
 """
 from __future__ import annotations
 
@@ -178,3 +179,41 @@ def test_tiny_heatwave_campaign_completes(speedy, tmp_path):
     rpt = subprocess.run(CLI + ["report", str(tmp_path / "speedy.h5")], capture_output=True,
                          text=True, timeout=300, cwd=tmp_path)
     assert rpt.returncode == 0, rpt.stderr
+
+
+def test_docker_image_gives_the_local_bits(speedy, tmp_path):
+    """containers/speedy/Dockerfile (FROM scratch + rootfs.sh's tree): a segment run in the
+    image gives the local build's trace and checkpoint, byte for byte."""
+    import uuid
+    docker = shutil.which("docker")
+    ok = docker is not None and subprocess.run([docker, "info"], capture_output=True).returncode == 0
+    require(ok, "no Docker engine (start one: bash tests/services/docker.sh)")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    env = dict(os.environ, SPEEDY_OUT=str(speedy / "bin"), SPEEDY_BUILD=str(ctx / "build"))
+    out = subprocess.run(["bash", str(HERE / "rootfs.sh")], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    shutil.copy(HERE / "Dockerfile", ctx)
+    tag = f"tams/speedy-test:{uuid.uuid4().hex[:12]}"
+    out = subprocess.run([docker, "build", "-q", "-t", tag, str(ctx)], capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    try:
+        noise = np.random.default_rng(3).standard_normal((2, 24))
+        local = run_segment(speedy, tmp_path / "local", str(speedy / "bin" / "summer_state.bin"),
+                            0, 2, 1, noise)
+        assert local.returncode == 0, local.stderr
+        seg = tmp_path / "in-docker"
+        seg.mkdir()
+        (seg / "request.nml").write_text(request("/opt/speedy/bin/summer_state.bin", 0, 2, 1))
+        noise.astype("<f8").tofile(seg / "noise.bin")
+        res = subprocess.run([docker, "run", "--rm", "--network", "none", "-u",
+                              f"{os.getuid()}:{os.getgid()}", "-v", f"{seg}:{seg}", "-w", str(seg),
+                              tag, "/opt/speedy/speedy_segment.sh", "request.nml"],
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        for name in ("trace.txt", "ckpt_00000001.bin", "ckpt_00000002.bin"):
+            assert (seg / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
+    finally:
+        subprocess.run([docker, "rmi", "-f", tag], capture_output=True)

@@ -6,14 +6,15 @@
 # In the image: /opt/speedy/speedy_segment.sh, /opt/speedy/bin/{speedy,data/,summer_state.bin}.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-root=$here/build/rootfs
-[ -x "$here/bin/speedy" ] || { echo "rootfs.sh: build the model first (bash build.sh)" >&2; exit 2; }
+out=${SPEEDY_OUT:-$here/bin}                 # the build's output (build.sh)
+root=${SPEEDY_BUILD:-$here/build}/rootfs
+[ -x "$out/speedy" ] || { echo "rootfs.sh: build the model first (bash build.sh)" >&2; exit 2; }
 rm -rf "$root"
 mkdir -p "$root/opt/speedy/bin" "$root/tmp" "$root/usr/bin"
 cp "$here/speedy_segment.sh" "$root/opt/speedy/"
-cp -r "$here/bin/speedy" "$here/bin/data" "$here/bin/LICENSE.speedy" "$root/opt/speedy/bin/"
-[ ! -f "$here/bin/summer_state.bin" ] || cp "$here/bin/summer_state.bin" "$root/opt/speedy/bin/"
-progs=("$here/bin/speedy")
+cp -r "$out/speedy" "$out/data" "$out/LICENSE.speedy" "$root/opt/speedy/bin/"
+[ ! -f "$out/summer_state.bin" ] || cp "$out/summer_state.bin" "$root/opt/speedy/bin/"
+progs=("$out/speedy")
 for p in env bash sh awk cat ln rm mv stat tail dirname; do
   f=$(command -v "$p") || { echo "rootfs.sh: $p not found" >&2; exit 2; }
   f=$(readlink -f "$f")
