@@ -124,6 +124,20 @@ class ScoreSection(Strict):
         "score_a or below after having been above it. `null` (default): fixed-horizon TAMS.")
     parameters: dict[str, Any] = Field(default_factory=dict,
                                        description="Keyword arguments of the score function.")
+    window: int | None = Field(
+        None, description="Windowed score, in steps: the score function is given, at each step "
+        "s, the mean of the observables over the last `window` steps of the trajectory's path "
+        "(steps max(1, s-window+1)..s, the parent's steps before a branch included), computed "
+        "by the orchestrator, so the model reports plain per-step values (e.g. daily "
+        "temperatures for a 7-day-mean heat-wave index: `window: 7` with dt = 1 day). "
+        "Branching stays exact. `null` (default) or 1: the score sees each step's observables.")
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("must be an integer >= 1 (a number of steps), or null for no window")
+        return v
 
     @field_validator("function")
     @classmethod

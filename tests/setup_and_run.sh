@@ -10,6 +10,7 @@ command -v gfortran >/dev/null || need+=(gfortran)
 command -v make >/dev/null || need+=(make)
 command -v gcc >/dev/null || need+=(gcc libc6-dev)
 command -v ps >/dev/null || need+=(procps)  # ps, pgrep: the service scripts and tests
+[ -f /usr/include/netcdf.mod ] || need+=(libnetcdff-dev)  # SPEEDY (tests/test_speedy.py)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive

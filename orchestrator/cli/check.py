@@ -37,6 +37,7 @@ import numpy as np
 from orchestrator.config import load
 from orchestrator.core import noise as nz
 from orchestrator.core.segments import validate
+from orchestrator.core.window import running_means
 from orchestrator.errors import UserError
 from orchestrator.model import ModelRunError, SegmentRequest, SegmentResult, StateRef
 from orchestrator.runtime.driver import Driver
@@ -214,7 +215,10 @@ def check(path: str, n_steps: int | None = None, guess_p: float | None = None) -
         initial = model.initial_state(f"{tmp}/initial")
         full = ck.run(ck.request("segment", initial, 0, n), "test")
         res = full.res
-        scores = scorer(res.steps * s.dt, res.observables)
+        obs = res.observables
+        if s.window > 1:  # score.window: running means from step 1, as the driver computes them
+            obs = running_means(obs[:0], obs, s.window, 1)
+        scores = scorer(res.steps * s.dt, obs)
         lines.append(f"one segment of {n} steps ran in {full.wall * 1e3:.1f} ms "
                      f"({full.wall / n * 1e6:.1f} µs per step), "
                      f"{res.checkpoints.steps.size} checkpoint(s)")

@@ -29,6 +29,7 @@ from orchestrator.core.checkpoints import CheckpointRuns
 from orchestrator.core.meta import Settings
 from orchestrator.core.segments import Task, segment_dir, validate
 from orchestrator.core.tree import Traj, Tree
+from orchestrator.core.window import Windows
 from orchestrator.model import SegmentRequest, SegmentResult, StateRef
 
 __all__ = ["Ensemble", "Settings", "Task"]
@@ -61,6 +62,8 @@ class Ensemble:
         self.maxs = np.full(s.n, -math.inf)  # slot -> max score of its member
         self.n_reached_count = 0  # members with max score >= target
         self.n_running = 0  # members still running
+        # score.window > 1: the score sees running means of the path's observables
+        self.windows = Windows(s.window) if s.window > 1 else None
 
     # --- what the driver and the progress view read ---------------------------------------
     @property
@@ -200,7 +203,11 @@ class Ensemble:
         steps = res.steps[skip:]
         obs = res.observables[skip:]
         times = steps * s.dt
-        scores = self.score(times, obs)
+        if self.windows is not None:
+            pieces = ((p.id, lo, hi) for p, lo, hi in self.tree.pieces(t, own_first - 1))
+            scores = self.score(times, self.windows.means(pieces, obs, own_first))
+        else:
+            scores = self.score(times, obs)
         scan = alg.scan(scores, own_first, s.horizon, s.target, s.score_a, t.left_a)
         nk = scan.n_keep
         last = own_first + nk - 1
@@ -216,6 +223,8 @@ class Ensemble:
                 t.rec_vals = np.concatenate([t.rec_vals, rv])
             self._set_max(t, max(t.max_score, float(kept.max())))
         self.events.append(ev.StepsRecorded(self.r, t.id, steps[:nk], times[:nk], kept, obs[:nk]))
+        if self.windows is not None:
+            self.windows.add(t.id, obs[:nk])
         self._ingest_checkpoints(t, res, own_first, last)
         self.events.append(ev.SegmentRecorded(
             self.r, t.id, req.step0, req.n_steps, own_first, last, res.wall_time,
@@ -284,6 +293,8 @@ class Ensemble:
             self._enter(child, int(slot))
             if child.status == Status.RUNNING:
                 tasks.append(self._task(child))
+        if self.windows is not None:
+            self.windows.forget_all_but(self.tree.trajs)
         return tasks
 
     def _branch(self, surv: Traj, level: float, slot: int, killed: int, j: int) -> Traj:
@@ -364,6 +375,8 @@ class Ensemble:
                 t.scores = [st["score"][order[a:e]]]
                 t.n_own = int(e - a)
                 t.next_step = t.branch + t.n_own
+                if self.windows is not None:
+                    self.windows.add(tid, st["obs"][order[a:e]])
         ck = T["checkpoints"]
         o = np.lexsort((ck["step"], ck["traj"]))
         ck_traj = ck["traj"][o]
@@ -385,6 +398,8 @@ class Ensemble:
                 if self.s.score_a is not None:
                     t.left_a = bool((path > self.s.score_a).any())
         tree.keep_only_ancestry_of([int(i) for i in self.slots])
+        if self.windows is not None:
+            self.windows.forget_all_but(tree.trajs)
         self.n_reached_count = self.n_running = 0
         for slot, tid in enumerate(self.slots.tolist()):
             t = tree[tid]

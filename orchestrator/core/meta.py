@@ -42,6 +42,7 @@ class CampaignMeta:
     keep_states: str = "live"
     # model.time_units ("" when not given, and in databases made before the key)
     time_units: str = ""
+    window: int = 1  # score.window: the score sees running means over this many steps
 
     @property
     def time_label(self) -> str:
@@ -78,7 +79,8 @@ class CampaignMeta:
                    observables=tuple(ObservableMeta(o.name, o.units, o.long_name)
                                      for o in m.observable_specs()),
                    adapter=m.adapter, run_dir=run_dir, keep_states=c.database.keep_states,
-                   time_units=getattr(m, "time_units", None) or "")
+                   time_units=getattr(m, "time_units", None) or "",
+                   window=c.score.window or 1)
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,10 @@ class Settings:
     @property
     def horizon(self) -> int:
         return self.meta.horizon_steps
+
+    @property
+    def window(self) -> int:
+        return self.meta.window
 
     @property
     def max_iterations(self) -> int:
