@@ -2,7 +2,7 @@
 
 The command it runs, exactly (docs/containers.md; tests/test_containers.py checks it)::
 
-    APPTAINER exec --containall --cleanenv \\
+    APPTAINER exec --containall --cleanenv --no-home \\
         --bind SEG:SEG \\
         --bind STATE_DIR:STATE_DIR:ro \\          # when the segment has an input state
         [--bind SRC:DST[:ro|rw] ...]  \\          # model.apptainer.binds
@@ -13,7 +13,9 @@ itself when that directory holds SEG), ``CMD ...`` the formatted `model.command`
 executable is resolved inside the image.  `model.env` reaches the model through
 ``APPTAINERENV_<NAME>`` variables (``--cleanenv`` drops everything else).  The process runs
 in its own session; a timeout kills its whole process group.  Provenance records the SHA-256
-of the image file.
+of the image file.  A missing, foreign or truncated SIF is refused by :meth:`check` (before
+anything runs) in one sentence; an image Apptainer cannot start at run time (its ``FATAL:``
+line) fails the segment without retries.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import hashlib
 import os
 import shutil
 import socket
+import struct
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,15 +32,39 @@ from typing import ClassVar
 from pydantic import Field, field_validator
 
 from orchestrator.config import Strict
-from orchestrator.model import Provenance
+from orchestrator.model import ModelRunError, Provenance
 
 from .launchers import (
     BIND_DESCRIPTION,
     Bind,
     LocalLauncher,
     state_binds,
+    tail,
     validate_binds,
 )
+
+REBUILD = ("rebuild it (`make -C containers images`, or `apptainer build IMAGE.sif "
+           "docker-archive:IMAGE.tar` from `docker save`)")
+
+
+def sif_problem(path: str) -> str | None:
+    """Why ``path`` is not a complete SIF file (its global header and data size), or None.
+    A directory (an unpacked sandbox) is accepted as it is."""
+    if os.path.isdir(path):
+        return None
+    try:
+        with open(path, "rb") as f:
+            head = f.read(128)
+        size = os.path.getsize(path)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if len(head) < 128 or head[32:42] != b"SIF_MAGIC\0":
+        return "is not a SIF image (no SIF header)"
+    data_off, data_len = struct.unpack_from("<2q", head, 112)
+    if size < data_off + data_len:
+        return (f"is truncated ({size} bytes, its header promises {data_off + data_len}): "
+                "a copy or build was cut short")
+    return None
 
 
 class ApptainerConfig(Strict):
@@ -80,7 +107,7 @@ class ApptainerLauncher(LocalLauncher):
     def argv(self, argv: list[str], workdir: str, reads: Sequence[str] = ()) -> list[str]:
         seg = os.path.abspath(workdir)
         prog = self.program if os.sep in self.program else (shutil.which(self.program) or self.program)
-        out = [prog, "exec", "--containall", "--cleanenv", "--bind", f"{seg}:{seg}"]
+        out = [prog, "exec", "--containall", "--cleanenv", "--no-home", "--bind", f"{seg}:{seg}"]
         for b in state_binds(seg, reads) + self.binds:
             out += ["--bind", f"{b.src}:{b.dst}" + (":ro" if b.read_only else ":rw")]
         return out + ["--pwd", seg, *self.config.args, self.image, *argv]
@@ -94,6 +121,8 @@ class ApptainerLauncher(LocalLauncher):
             reads: Sequence[str] = ()) -> tuple[int, Provenance]:
         code, pid = self._popen(self.argv(argv, workdir, reads), workdir, self.environment(env),
                                 timeout, "its apptainer process group")
+        if code == 255:
+            self._refused(workdir)
         return code, Provenance(host=socket.gethostname(), pid=pid,
                                 slurm_job_id=os.environ.get("SLURM_JOB_ID", ""),
                                 image_digest=self.digest(), launcher=self.name)
@@ -117,15 +146,25 @@ class ApptainerLauncher(LocalLauncher):
                 self._digests[key] = "sha256:" + h.hexdigest()
             return self._digests[key]
 
+    def _refused(self, workdir: str) -> None:
+        """Apptainer itself failed (exit 255 with a ``FATAL:`` line): the image or the
+        installation is at fault, not the model, so retrying cannot help."""
+        fatal = [ln for ln in tail(workdir, 20).split(" | ") if ln.startswith("FATAL:")]
+        if fatal:
+            msg = " ".join(fatal[-1][len("FATAL:"):].split())[:300]
+            raise ModelRunError(f"segment {workdir}: apptainer could not run the image "
+                                f"{self.image}: {msg}; {REBUILD}", workdir, exit_code=255,
+                                stderr_tail=fatal[-1], transient=False)
+
     def check(self) -> list[str]:
         prog = self.program
         if not (os.access(prog, os.X_OK) if os.sep in prog else shutil.which(prog)):
             return [(f"key model.apptainer.executable: the program {prog!r} is not found; install "
                     "Apptainer (or put its directory on PATH)")]
         if not os.path.exists(self.image):
-            return [(f"key model.apptainer.image: {self.image} does not exist; build it (`make -C "
-                    "containers images`, or `apptainer build IMAGE.sif containers/MODEL/apptainer.def`)")]
-        return []
+            return [f"key model.apptainer.image: {self.image} does not exist; {REBUILD}"]
+        why = sif_problem(self.image)
+        return [f"key model.apptainer.image: {self.image} {why}; {REBUILD}"] if why else []
 
     def describe(self) -> str:
         return f"in Apptainer image {self.image}"
