@@ -19,11 +19,15 @@ line) fails the segment without retries.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
+import json
 import os
 import shutil
 import socket
 import struct
+import subprocess
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +38,7 @@ from pydantic import Field, field_validator
 from orchestrator.config import Strict
 from orchestrator.model import ModelRunError, Provenance
 
+from .docker_launcher import PERSISTENT_DESCRIPTION
 from .launchers import (
     BIND_DESCRIPTION,
     Bind,
@@ -42,6 +47,9 @@ from .launchers import (
     tail,
     validate_binds,
 )
+from .persistent import CTL, PersistentSlots, campaign_label
+
+INSTANCE_PREFIX = "tams-"  # instance names: tams-<campaign label>-<owner pid>-<its start time>-<n>
 
 REBUILD = ("rebuild it (`make -C containers images`, or `apptainer build IMAGE.sif "
            "docker-archive:IMAGE.tar` from `docker save`)")
@@ -78,6 +86,10 @@ class ApptainerConfig(Strict):
                             "placed before the image, e.g. [--nv] for GPUs.")
     executable: str = Field("apptainer", description="The apptainer program on the host: a name "
                             "found on PATH (`apptainer`, `singularity`) or a path.")
+    persistent: bool = Field(False, description=PERSISTENT_DESCRIPTION.format(what="instance")
+                             .replace("a instance", "an instance") + " An instance is started "
+                             "with the same options (`apptainer instance start --containall "
+                             "--cleanenv --no-home ...`).")
 
     @field_validator("binds")
     @classmethod
@@ -85,9 +97,10 @@ class ApptainerConfig(Strict):
         return validate_binds(v)
 
 
-class ApptainerLauncher(LocalLauncher):
+class ApptainerLauncher(LocalLauncher, PersistentSlots):
     """`apptainer exec` in its own process group: the local launcher's process handling
-    (per-instance table, timeouts, parent-death signal) around a different argv."""
+    (per-instance table, timeouts, parent-death signal) around a different argv; or
+    (``persistent: true``) one Apptainer instance per worker (adapters/persistent.py)."""
 
     name = "apptainer"
     Config = ApptainerConfig
@@ -103,6 +116,8 @@ class ApptainerLauncher(LocalLauncher):
         self.binds = [Bind.parse(b, base_dir) for b in config.binds]
         prog = config.executable
         self.program = str(Path(base_dir, prog).resolve()) if os.sep in prog else prog
+        self._init_slots(campaign_label(config, base_dir))
+        self._serial = itertools.count()
 
     def argv(self, argv: list[str], workdir: str, reads: Sequence[str] = ()) -> list[str]:
         seg = os.path.abspath(workdir)
@@ -119,6 +134,11 @@ class ApptainerLauncher(LocalLauncher):
 
     def run(self, argv: list[str], workdir: str, env: dict, timeout: float | None,
             reads: Sequence[str] = ()) -> tuple[int, Provenance]:
+        if self.config.persistent:
+            return (self.run_persistent(argv, workdir, env, timeout, reads),
+                    Provenance(host=socket.gethostname(), pid=0,
+                               slurm_job_id=os.environ.get("SLURM_JOB_ID", ""),
+                               image_digest=self.digest(), launcher=self.name))
         code, pid = self._popen(self.argv(argv, workdir, reads), workdir, self.environment(env),
                                 timeout, "its apptainer process group")
         if code == 255:
@@ -164,10 +184,79 @@ class ApptainerLauncher(LocalLauncher):
         if not os.path.exists(self.image):
             return [f"key model.apptainer.image: {self.image} does not exist; {REBUILD}"]
         why = sif_problem(self.image)
-        return [f"key model.apptainer.image: {self.image} {why}; {REBUILD}"] if why else []
+        if why:
+            return [f"key model.apptainer.image: {self.image} {why}; {REBUILD}"]
+        if self.config.persistent:
+            self.clean_leftovers()  # what a killed driver of this campaign left
+        return []
 
     def describe(self) -> str:
         return f"in Apptainer image {self.image}"
+
+    def kill_all(self) -> None:
+        super().kill_all()  # the `apptainer exec` process groups
+        self.kill_slots()  # the instances
+
+    # --- persistent instances (adapters/persistent.py) ------------------------------------
+    what = "instance"
+
+    def _prog(self) -> str:
+        return self.program if os.sep in self.program else (shutil.which(self.program) or self.program)
+
+    def instance_argv(self, binds: list[Bind], ctl: str, name: str) -> list[str]:
+        out = [self._prog(), "instance", "start", "--containall", "--cleanenv", "--no-home",
+               "--bind", f"{ctl}:{CTL}",
+               "--bind", f"{ctl}/tams-runner:/.singularity.d/startscript:ro"]
+        for b in binds:
+            out += ["--bind", f"{b.src}:{b.dst}" + (":ro" if b.read_only else ":rw")]
+        return out + [*self.config.args, self.image, name, f"{CTL}/sock"]
+
+    def _start(self, binds: list[Bind], ctl: str, runner: str) -> str:
+        _, pid, start = self._owner.rsplit(".", 2)
+        name = f"{INSTANCE_PREFIX}{self._label}-{pid}-{start}-{next(self._serial)}"
+        try:
+            res = subprocess.run(self.instance_argv(binds, ctl, name), capture_output=True,
+                                 text=True, timeout=120, env=self.environment({}),
+                                 stdin=subprocess.DEVNULL, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            self._stop(name)
+            raise ModelRunError(f"apptainer instance start failed ({exc})") from None
+        if res.returncode != 0:
+            fatal = [ln for ln in (res.stderr + res.stdout).splitlines() if "FATAL" in ln]
+            why = " ".join((fatal[-1] if fatal else res.stderr.strip()[-300:]).split())
+            self._stop(name)
+            raise ModelRunError(f"apptainer could not start an instance of {self.image}: {why}; "
+                                f"{REBUILD}", transient=False)
+        return name
+
+    def _instances(self) -> dict[str, int]:
+        """This user's instances on this host (name -> pid)."""
+        try:
+            res = subprocess.run([self._prog(), "instance", "list", "--json"],
+                                 capture_output=True, text=True, timeout=60, check=False)
+            return {i["instance"]: int(i.get("pid", 0))
+                    for i in json.loads(res.stdout or "{}").get("instances", [])}
+        except (OSError, ValueError, subprocess.TimeoutExpired, KeyError, TypeError):
+            return {}
+
+    def _alive(self, handle: str) -> bool:
+        return handle in self._instances()
+
+    def _stop(self, handle: str) -> None:
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            subprocess.run([self._prog(), "instance", "stop", "--force", handle],
+                           capture_output=True, timeout=60, check=False)
+
+    def leftovers(self) -> list[str]:
+        from .persistent import _start_time
+        prefix = f"{INSTANCE_PREFIX}{self._label}-"
+        out = []
+        for name in self._instances():
+            if name.startswith(prefix):
+                parts = name[len(prefix):].split("-")
+                if len(parts) == 3 and parts[0].isdigit() and _start_time(int(parts[0])) != parts[1]:
+                    out.append(name)
+        return out
 
     def _missing_fix(self) -> str:
         return "install Apptainer or fix model.apptainer.executable"
