@@ -17,6 +17,7 @@ import os
 import re
 import socket
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -339,18 +340,29 @@ class DockerLauncher(PersistentSlots):
             return False
 
     def _stop(self, handle: str) -> None:
+        api = self.client().api
         with contextlib.suppress(*_engine_errors()):  # already gone (it runs with --rm)
-            self.client().api.remove_container(handle, force=True)
+            api.remove_container(handle, force=True)
+        # with --rm the engine may still be removing it ("removal in progress"): wait for it
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                api.inspect_container(handle)
+            except _sdk().errors.NotFound:
+                return
+            except _engine_errors():
+                return
+            time.sleep(0.05)
 
     def leftovers(self) -> list[str]:
         try:
-            found = self.client().containers.list(
+            found = self.client().api.containers(  # one call: no per-container inspect
                 all=True, filters={"label": f"{PERSISTENT_LABEL}={self._label}"})
         except ModelRunError:
             return []
         except _engine_errors():
             return []
-        return [c.id for c in found if owner_dead(c.labels.get(OWNER_LABEL, ""))]
+        return [c["Id"] for c in found if owner_dead((c.get("Labels") or {}).get(OWNER_LABEL, ""))]
 
     def close(self) -> None:
         """Remove this instance's containers and close its engine connections (a later run

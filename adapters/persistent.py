@@ -314,7 +314,8 @@ class PersistentSlots(Launcher):
                 self._drop(slot)  # it cannot see this segment's paths, or it died: replace it
                 slot = self._new_slot([*slot.binds, *need] if need else slot.binds)
         else:
-            slot = self._new_slot(binds_for(workdir, reads, self.fixed_binds()))
+            fixed = self.fixed_binds()
+            slot = self._new_slot([*fixed, *binds_for(workdir, reads, fixed)])
         with self._slots_lock:
             self._slots[key] = slot
             if self._closing:  # kill_all ran meanwhile

@@ -182,9 +182,12 @@ static int serve(int conn) {
     }
     struct pollfd fds[2] = {{conn, POLLIN, 0}, {chld_pipe[0], POLLIN, 0}};
     for (;;) {
-        pid_t w = waitpid(pid, &st, WNOHANG);
-        if (w == pid) break;
-        while (waitpid(-1, NULL, WNOHANG) > 0) {}  /* orphans reparented to us */
+        /* reap everything that ended: the model, and orphans reparented to us (pid 1) */
+        int ended = 0, s2;
+        pid_t w;
+        while ((w = waitpid(-1, &s2, WNOHANG)) > 0)
+            if (w == pid) { st = s2; ended = 1; }
+        if (ended || (w < 0 && errno == ECHILD)) break;
         if (poll(fds, 2, -1) < 0 && errno != EINTR) break;
         if (fds[1].revents & POLLIN) {
             char drain[64];

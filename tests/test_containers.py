@@ -9,8 +9,10 @@ the label tams.test=<this session's id>; the last test checks none is left.
 from __future__ import annotations
 
 import grp
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -66,9 +68,18 @@ def engine():
     client.close()
 
 
+class _Ctr:
+    def __init__(self, raw: dict):
+        self.id, self.labels = raw["Id"], raw.get("Labels") or {}
+
+    def __repr__(self) -> str:
+        return f"<container {self.id[:12]} {self.labels}>"
+
+
 def _ours(client, label: dict = LABEL) -> list:
+    """Our containers, from one engine call (a container removing itself cannot race it)."""
     key, value = next(iter(label.items()))
-    return client.containers.list(all=True, filters={"label": f"{key}={value}"})
+    return [_Ctr(c) for c in client.api.containers(all=True, filters={"label": f"{key}={value}"})]
 
 
 # --- campaigns --------------------------------------------------------------------------------
@@ -533,6 +544,219 @@ def test_apptainer_campaign_as_a_user_leaves_only_their_files(apptainer, tmp_pat
         shutil.rmtree(home, ignore_errors=True)
 
 
+# --- persistent containers (docker and apptainer, `persistent: true`) --------------------------
+def _instances(prefix: str = "tams-") -> list[str]:
+    res = subprocess.run(["apptainer", "instance", "list", "--json"], capture_output=True,
+                         text=True, timeout=60)
+    return [i["instance"] for i in json.loads(res.stdout or "{}").get("instances", [])
+            if i["instance"].startswith(prefix)]
+
+
+def _label_prefix(yml: Path) -> str:
+    """The instance-name prefix of a campaign's persistent apptainer instances."""
+    from adapters.executable import ExecutableModel
+    m = ExecutableModel(config.load(yml).model, str(yml.parent))
+    return f"tams-{m.launcher._label}-"
+
+
+def _short_campaign(launcher: str) -> dict:
+    """Many short segments: a driver can be signalled while segments still run."""
+    data = dw_campaign(launcher) if launcher == "docker" else amoc_campaign(launcher)
+    data["tams"] |= {"segment_steps": 10, "max_iterations": 20}
+    data["database"] = {"commit_interval": 0.5}
+    return data
+
+
+def _persistent(data: dict, launcher: str) -> dict:
+    data["model"][launcher]["persistent"] = True
+    return data
+
+
+def test_docker_persistent_is_bitwise_a_container_per_segment(engine, tmp_path):
+    per = run(write(tmp_path / "per.yaml", dw_campaign("docker")), tmp_path / "per.h5")
+    pers = run(write(tmp_path / "pers.yaml", _persistent(dw_campaign("docker"), "docker")),
+               tmp_path / "pers.h5")
+    assert_same(per, pers)
+    seg = segments(tmp_path / "pers.h5")
+    assert len(seg["image"]) > 10
+    assert {bytes(x).decode() for x in seg["image"]} == {engine.images.get(DW_IMAGE).id}
+    assert not _ours(engine)  # every container removed when the driver ended
+
+
+def test_apptainer_persistent_is_bitwise_exec_per_segment(apptainer, tmp_path):
+    per = run(write(tmp_path / "per.yaml", amoc_campaign("apptainer")), tmp_path / "per.h5")
+    yml = write(tmp_path / "pers.yaml", amoc_campaign("apptainer", persistent=True))
+    pers = run(yml, tmp_path / "pers.h5")
+    assert_same(per, pers)
+    seg = segments(tmp_path / "pers.h5")
+    assert {bytes(x).decode() for x in seg["image"]} == {ApptainerDigest.of(AMOC_SIF)}
+    assert set(seg["pid"].tolist()) == {0}  # through the runner, not an `apptainer exec`
+    assert _instances(_label_prefix(yml)) == []  # every instance stopped when the driver ended
+
+
+def _persistent_model(tmp_path, launcher: str, probe: Path | None = None):
+    from adapters.executable import ExecutableModel
+    if launcher == "docker":
+        data = _persistent(dw_campaign("docker"), "docker")
+    else:
+        data = amoc_campaign("apptainer", persistent=True,
+                             binds=[f"{probe.parent}:/probe:ro"] if probe else [])
+    cfg = config.load(write(tmp_path / "c.yaml", data)).model
+    return ExecutableModel(cfg, str(tmp_path))
+
+
+def _segment(tmp_path, i: int, n: int = 20, dim: int = 2) -> SegmentRequest:
+    return SegmentRequest(workdir=str(tmp_path / "run" / "r0000" / "t0000000" / f"s{i:08d}"),
+                          start=None, step0=0, n_steps=n, dt=0.01, checkpoint_every=10,
+                          noise=np.zeros((n, dim)), parameters={}, timeout=60)
+
+
+def test_docker_persistent_one_container_per_worker_replaced_when_it_dies(engine, tmp_path):
+    m = _persistent_model(tmp_path, "docker")
+    try:
+        m.run_segment(_segment(tmp_path, 0))
+        first = m.launcher.running_slots()
+        for i in range(1, 4):  # fresh segment directories, one container
+            res = m.run_segment(_segment(tmp_path, i))
+            assert res.observables.shape == (20, 2)
+            assert Path(_segment(tmp_path, i).workdir, "stdout.txt").exists()
+        assert m.launcher.running_slots() == first and len(first) == 1
+        assert [c.id for c in _ours(engine)] == first
+        engine.containers.get(first[0]).remove(force=True)  # it dies between segments
+        m.run_segment(_segment(tmp_path, 4))
+        second = m.launcher.running_slots()
+        assert len(second) == 1 and second != first
+    finally:
+        m.shutdown()
+    assert not _ours(engine)
+
+
+def test_docker_persistent_timeout_kills_the_segment_and_replaces_the_container(engine, tmp_path):
+    from adapters.executable import ExecutableModel
+    data = _persistent(dw_campaign("docker", command=["{executable}", "{workdir}/fifo"]), "docker")
+    m = ExecutableModel(config.load(write(tmp_path / "c.yaml", data)).model, str(tmp_path))
+    good = _persistent_model(tmp_path / "good", "docker") if (tmp_path / "good").mkdir() is None else None
+    try:
+        req = _segment(tmp_path, 0)
+        argv = m.prepare(req)
+        os.mkfifo(os.path.join(req.workdir, "fifo"))  # the model blocks until killed
+        t0 = time.monotonic()
+        with pytest.raises(ModelRunError, match=r"timed out after 1.5 s; its process group in "
+                           r"the persistent container \(removed\)"):
+            m.launcher.run(argv, req.workdir, m.env, 1.5)
+        assert time.monotonic() - t0 < 20 and m.launcher.running_slots() == []
+        deadline = time.monotonic() + 20
+        while _ours(engine) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _ours(engine)
+        assert good is not None
+        good.run_segment(_segment(tmp_path / "good", 1))  # the next segment: a new container
+        assert len(good.launcher.running_slots()) == 1
+    finally:
+        m.shutdown()
+        if good is not None:
+            good.shutdown()
+    assert not _ours(engine)
+
+
+def test_apptainer_persistent_timeout_kills_everything_and_replaces_the_instance(
+        apptainer, probe, tmp_path):
+    m = _persistent_model(tmp_path, "apptainer", probe)
+    la = m.launcher
+    prefix = f"tams-{la._label}-"
+    try:
+        m.run_segment(_segment(tmp_path, 0, dim=1))
+        first = la.running_slots()
+        assert len(first) == 1 and _instances(prefix) == first
+        token = f"tams-token-{uuid.uuid4().hex}"
+        seg = _segment(tmp_path, 1, dim=1).workdir
+        os.makedirs(seg)
+        with pytest.raises(ModelRunError, match=r"timed out after 2.0 s; its process group in "
+                           r"the persistent instance \(removed\)"):
+            la.run(["/probe/probe", "spawn", token], seg, {}, 2.0)
+        assert len(Path(seg, "stdout.txt").read_text().split()) == 2  # both had started
+        deadline = time.monotonic() + 10
+        while _processes_with(token) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _processes_with(token) == []
+        assert _instances(prefix) == [] and la.running_slots() == []
+        m.run_segment(_segment(tmp_path, 2, dim=1))  # a new instance
+        second = la.running_slots()
+        assert len(second) == 1 and second != first
+        subprocess.run(["apptainer", "instance", "stop", "--force", second[0]],
+                       capture_output=True, check=True)  # it dies between segments
+        m.run_segment(_segment(tmp_path, 3, dim=1))
+        third = la.running_slots()
+        assert len(third) == 1 and third[0] not in (first + second)
+    finally:
+        m.shutdown()
+    assert _instances(prefix) == []
+
+
+def _wait_segments(db: Path, proc, n: int, timeout: float = 120) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout and proc.poll() is None:
+        if db.exists():
+            try:
+                with Database(db) as d:
+                    if sum(v.segments for v in d.replicas()) >= n:
+                        return
+            except Exception:  # between commits
+                pass
+        time.sleep(0.05)
+    pytest.fail(f"the driver did not ingest {n} segments (exit status {proc.poll()})")
+
+
+@pytest.mark.parametrize("launcher", ["docker", "apptainer"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_persistent_containers_gone_after_signal_and_resume_identical(request, tmp_path,
+                                                                      launcher, sig):
+    client = request.getfixturevalue("engine") if launcher == "docker" else None
+    if launcher == "apptainer":
+        request.getfixturevalue("apptainer")
+    ref = run(write(tmp_path / "ref.yaml", _persistent(_short_campaign(launcher), launcher)),
+              tmp_path / "ref.h5")
+    run_dir = tmp_path / "camp"
+    run_dir.mkdir()
+    yml = write(run_dir / "camp.yaml", _persistent(_short_campaign(launcher), launcher))
+    prefix = _label_prefix(yml) if launcher == "apptainer" else ""
+
+    def ours():
+        return _ours(client) if client is not None else _instances(prefix)
+
+    db = run_dir / "camp.h5"
+    proc = subprocess.Popen(CLI + ["run", str(yml), "-q"], cwd=run_dir, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_segments(db, proc, 10)
+        assert proc.poll() is None and len(ours()) >= 1, "no persistent container was running"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 143, err
+        assert ours() == []  # removed before the driver exited
+    else:
+        assert proc.returncode == -signal.SIGKILL
+        deadline = time.monotonic() + 20
+        if launcher == "docker":  # the runner saw its connection close: the container ended
+            while ours() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert ours() == []
+        else:  # an instance outlives its start script: the next `tams run` removes it
+            assert len(ours()) >= 1
+    with Database(db) as d:
+        assert not all(v.outcome != 0 for v in d.replicas()), "the run ended before the signal"
+    res = subprocess.run(CLI + ["run", str(yml), "-q"], cwd=run_dir, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert_same(ref, digest(db))
+    assert ours() == []
+
+
 class ApptainerDigest:
     @staticmethod
     def of(path: Path) -> str:
@@ -545,5 +769,6 @@ def test_zz_no_container_left_behind():
     client = _engine()
     require(client is not None, "no Docker engine")
     assert not _ours(client)
-    left = client.containers.list(all=True, filters={"label": "tams.segment"})
+    left = [
+        _Ctr(c) for c in client.api.containers(all=True, filters={"label": "tams.segment"})]
     assert not [c for c in left if c.labels.get("tams.test") == SESSION]
