@@ -25,6 +25,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -43,11 +44,18 @@ from .launchers import (
     BIND_DESCRIPTION,
     Bind,
     LocalLauncher,
+    _setpriv,
     state_binds,
     tail,
     validate_binds,
 )
 from .persistent import CTL, PersistentSlots, campaign_label
+
+
+def _term_with_parent() -> None:  # in the child between fork and exec (no setpriv)
+    import ctypes
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
 
 INSTANCE_PREFIX = "tams-"  # instance names: tams-<campaign label>-<owner pid>-<its start time>-<n>
 
@@ -118,6 +126,8 @@ class ApptainerLauncher(LocalLauncher, PersistentSlots):
         self.program = str(Path(base_dir, prog).resolve()) if os.sep in prog else prog
         self._init_slots(campaign_label(config, base_dir))
         self._serial = itertools.count()
+        self._watchdogs: dict[str, subprocess.Popen] = {}
+        self._watch_lock = threading.Lock()
 
     def argv(self, argv: list[str], workdir: str, reads: Sequence[str] = ()) -> list[str]:
         seg = os.path.abspath(workdir)
@@ -227,7 +237,35 @@ class ApptainerLauncher(LocalLauncher, PersistentSlots):
             self._stop(name)
             raise ModelRunError(f"apptainer could not start an instance of {self.image}: {why}; "
                                 f"{REBUILD}", transient=False)
+        self._watch(name)
         return name
+
+    # An instance outlives its start script (the runner), so a process that dies without
+    # stopping its instances (SIGKILL, a Parsl worker terminated) would leave them: each gets
+    # a watchdog, a shell that the kernel signals when this process dies (PR_SET_PDEATHSIG)
+    # and that then stops the instance.  The next `tams run` remains the backstop.
+    _WATCHDOG = ('trap \'kill $! 2>/dev/null; exec "$0" instance stop --force "$1" >/dev/null '
+                 '2>&1\' TERM; while :; do sleep 86400 & wait $!; done')
+
+    def _watch(self, name: str) -> None:
+        sh = shutil.which("sh")
+        if sh is None:
+            return
+        wrapper = _setpriv()
+        argv = [sh, "-c", self._WATCHDOG, self._prog(), name]
+        try:
+            if wrapper:
+                proc = subprocess.Popen([wrapper, "--pdeathsig", "TERM", "--", *argv],
+                                        start_new_session=True, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            else:
+                proc = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        preexec_fn=_term_with_parent)  # noqa: PLW1509
+        except OSError:
+            return
+        with self._watch_lock:
+            self._watchdogs[name] = proc
 
     def _instances(self) -> dict[str, int]:
         """This user's instances on this host (name -> pid)."""
@@ -243,6 +281,12 @@ class ApptainerLauncher(LocalLauncher, PersistentSlots):
         return handle in self._instances()
 
     def _stop(self, handle: str) -> None:
+        with self._watch_lock:
+            dog = self._watchdogs.pop(handle, None)
+        if dog is not None:  # not needed any more: this process stops the instance itself
+            with contextlib.suppress(OSError):
+                os.killpg(dog.pid, signal.SIGKILL)
+            dog.wait()
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             subprocess.run([self._prog(), "instance", "stop", "--force", handle],
                            capture_output=True, timeout=60, check=False)

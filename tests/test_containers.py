@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -739,15 +740,12 @@ def test_persistent_containers_gone_after_signal_and_resume_identical(request, t
     if sig == signal.SIGTERM:
         assert proc.returncode == 143, err
         assert ours() == []  # removed before the driver exited
-    else:
+    else:  # docker: the runner saw its connection close; apptainer: the instance's watchdog
         assert proc.returncode == -signal.SIGKILL
-        deadline = time.monotonic() + 20
-        if launcher == "docker":  # the runner saw its connection close: the container ended
-            while ours() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert ours() == []
-        else:  # an instance outlives its start script: the next `tams run` removes it
-            assert len(ours()) >= 1
+        deadline = time.monotonic() + 30
+        while ours() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ours() == []
     with Database(db) as d:
         assert not all(v.outcome != 0 for v in d.replicas()), "the run ended before the signal"
     res = subprocess.run(CLI + ["run", str(yml), "-q"], cwd=run_dir, capture_output=True,
@@ -755,6 +753,63 @@ def test_persistent_containers_gone_after_signal_and_resume_identical(request, t
     assert res.returncode == 0, res.stderr
     assert_same(ref, digest(db))
     assert ours() == []
+
+
+def _dead_owner() -> str:
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return f"{socket.gethostname()}.{p.pid}.1"
+
+
+@pytest.mark.parametrize("launcher", ["docker", "apptainer"])
+def test_next_run_removes_what_a_dead_driver_left(request, tmp_path, launcher):
+    """The backstop: containers/instances of this campaign whose owner process is dead (as a
+    SIGKILLed driver leaves them when nothing else could stop them) are removed by the next
+    `tams check` / `tams run`; another campaign's and live owners' are left alone."""
+    from adapters.executable import ExecutableModel
+    from adapters.persistent import runner_binary
+    client = request.getfixturevalue("engine") if launcher == "docker" else None
+    if launcher == "apptainer":
+        request.getfixturevalue("apptainer")
+    data = _persistent(dw_campaign("docker"), "docker") if launcher == "docker" else \
+        amoc_campaign("apptainer", persistent=True)
+    yml = write(tmp_path / "camp.yaml", data)
+    la = ExecutableModel(config.load(yml).model, str(tmp_path)).launcher
+    ctl = tmp_path / "ctl"  # a runner nobody connects to: it waits (2 minutes)
+    ctl.mkdir()
+    shutil.copy(runner_binary(), ctl / "tams-runner")
+    left = []
+    for owner in (_dead_owner(), la._owner):  # a dead owner's, and a live one's
+        la._owner = owner
+        if launcher == "apptainer":
+            own = ctl / f"c{len(left)}"
+            own.mkdir()
+            shutil.copy(runner_binary(), own / "tams-runner")
+            left.append(la._start([], str(own), ""))
+            dog = la._watchdogs.pop(left[-1])  # as if its owner had been SIGKILLed
+            os.killpg(dog.pid, signal.SIGKILL)
+            dog.wait()
+        else:
+            from adapters.docker_launcher import OWNER_LABEL, PERSISTENT_LABEL
+            left.append("")
+            ctr = client.containers.run(
+                DW_IMAGE, entrypoint=["/.tams/tams-runner"], command=[f"/.tams/s{len(left)}"],
+                volumes={str(ctl): {"bind": "/.tams", "mode": "rw"}}, detach=True,
+                auto_remove=True, labels={**LABEL, PERSISTENT_LABEL: la._label,
+                                          OWNER_LABEL: owner})
+            left[-1] = ctr.id
+    try:
+        now = _ours(client) if client else _instances(f"tams-{la._label}-")
+        assert sorted(left) == sorted(c.id if client else c for c in now)
+        res = subprocess.run(CLI + ["check", str(yml)], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        now = _ours(client) if client else _instances(f"tams-{la._label}-")
+        assert [c.id if client else c for c in now] == [left[1]]  # the live owner's stays
+    finally:
+        for h in left:
+            la._stop(h)
+    assert (_ours(client) if client else _instances(f"tams-{la._label}-")) == []
 
 
 class ApptainerDigest:
