@@ -244,8 +244,10 @@ class ApptainerLauncher(LocalLauncher, PersistentSlots):
     # stopping its instances (SIGKILL, a Parsl worker terminated) would leave them: each gets
     # a watchdog, a shell that the kernel signals when this process dies (PR_SET_PDEATHSIG)
     # and that then stops the instance.  The next `tams run` remains the backstop.
-    _WATCHDOG = ('trap \'kill $! 2>/dev/null; exec "$0" instance stop --force "$1" >/dev/null '
-                 '2>&1\' TERM; while :; do sleep 86400 & wait $!; done')
+    # (A second SIGTERM can follow the first -- seen when several worker threads die at
+    # once -- and would kill `instance stop` half-way: the trap ignores it.)
+    _WATCHDOG = ('trap \'trap "" TERM; kill $! 2>/dev/null; "$0" instance stop --force "$1" '
+                 '>/dev/null 2>&1; exit 0\' TERM; while :; do sleep 86400 & wait $!; done')
 
     def _watch(self, name: str) -> None:
         sh = shutil.which("sh")
