@@ -17,6 +17,7 @@ import os
 import re
 import socket
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,15 +29,24 @@ from orchestrator.model import ModelRunError, Provenance
 from .launchers import (
     BIND_DESCRIPTION,
     Bind,
-    Launcher,
     state_binds,
     timed_out,
     validate_binds,
 )
+from .persistent import CTL, PersistentSlots, campaign_label, owner_dead
+
+PERSISTENT_DESCRIPTION = (
+    "true: each worker keeps one long-lived {what} and runs every segment inside it (tens of "
+    "milliseconds per segment instead of a {what} start; docs/containers.md): the same "
+    "segment directory, binds and timeouts, the campaign's run directory bound read-write, "
+    "a dead {what} replaced, all removed when the driver ends. Needs a C compiler with a static "
+    "libc on the host (to build tams-runner once). false: a fresh {what} per segment.")
 
 START_DAEMON = "start it with `bash tests/services/docker.sh` (as root) or `setsid dockerd &`"
 BUILD_IMAGES = "build it with `make -C containers images` (or `docker build -t IMAGE DIR`)"
 LABEL = "tams.segment"  # every container we start carries it (value: the segment directory)
+PERSISTENT_LABEL = "tams.persistent"  # persistent containers: the campaign's label
+OWNER_LABEL = "tams.owner"  # persistent containers: host.pid.starttime of the process holding it
 
 
 class DockerConfig(Strict):
@@ -55,6 +65,7 @@ class DockerConfig(Strict):
                              "user's, so files in the segment directory belong to the user.")
     labels: dict[str, str] = Field(default_factory=dict, description="Extra labels on every "
                                    "container (each also carries `tams.segment`).")
+    persistent: bool = Field(False, description=PERSISTENT_DESCRIPTION.format(what="container"))
 
     @field_validator("cpus")
     @classmethod
@@ -99,8 +110,9 @@ def _sdk():
     return docker
 
 
-class DockerLauncher(Launcher):
-    """A fresh container per segment, through the Docker SDK (section `model.docker`)."""
+class DockerLauncher(PersistentSlots):
+    """A fresh container per segment, or (``persistent: true``) one long-lived container per
+    worker (adapters/persistent.py), through the Docker SDK (section `model.docker`)."""
 
     name = "docker"
     Config = DockerConfig
@@ -115,6 +127,7 @@ class DockerLauncher(Launcher):
         # this instance's containers only (id -> its client): another model's are its own
         self._running: dict[str, Any] = {}  # the values: docker.DockerClient
         self._lock = threading.Lock()
+        self._init_slots(campaign_label(config, base_dir))
 
     # --- the engine ---------------------------------------------------------------------
     def client(self):
@@ -143,12 +156,15 @@ class DockerLauncher(Launcher):
         return self._image_id
 
     def check(self) -> list[str]:
-        """Problems found before anything is written: SDK, engine, image."""
+        """Problems found before anything is written: SDK, engine, image; then what a killed
+        driver of this campaign left (persistent containers) is removed."""
         try:
             self.image_id()
         except ModelRunError as exc:
             key = "model.docker.image" if "image" in str(exc).split(";")[0] else "model.launcher"
             return [f"key {key}: {exc}"]
+        if self.config.persistent:
+            self.clean_leftovers()
         return []
 
     def describe(self) -> str:
@@ -178,6 +194,11 @@ class DockerLauncher(Launcher):
 
     def run(self, argv: list[str], workdir: str, env: dict, timeout: float | None,
             reads: Sequence[str] = ()) -> tuple[int, Provenance]:
+        if self.config.persistent:
+            return (self.run_persistent(argv, workdir, env, timeout, reads),
+                    Provenance(host=socket.gethostname(), pid=0,
+                               slurm_job_id=os.environ.get("SLURM_JOB_ID", ""),
+                               image_digest=self.image_id(), launcher=self.name))
         docker = _sdk()
         import requests
         client = self.client()
@@ -272,6 +293,76 @@ class DockerLauncher(Launcher):
         for cid, client in running:
             with contextlib.suppress(*_engine_errors()):  # already gone
                 client.api.remove_container(cid, force=True)
+        self.kill_slots()
+
+    # --- persistent containers (adapters/persistent.py) -----------------------------------
+    what = "container"
+
+    def _start(self, binds: list[Bind], ctl: str, runner: str) -> str:
+        docker = _sdk()
+        c = self.config
+        volumes = {ctl: {"bind": CTL, "mode": "rw"}}
+        for b in binds:
+            volumes.setdefault(b.src, {"bind": b.dst, "mode": "ro" if b.read_only else "rw"})
+        kw: dict[str, Any] = {
+            "entrypoint": [f"{CTL}/tams-runner"], "command": [f"{CTL}/sock"], "working_dir": "/",
+            "volumes": volumes, "user": c.user or f"{os.getuid()}:{os.getgid()}",
+            "labels": {**c.labels, LABEL: binds[0].src if binds else "",
+                       PERSISTENT_LABEL: self._label, OWNER_LABEL: self._owner},
+            "network_mode": c.network, "detach": True, "auto_remove": True}
+        if c.cpus is not None:
+            kw["nano_cpus"] = round(c.cpus * 1e9)
+        if c.memory is not None:
+            kw["mem_limit"] = c.memory
+            kw["memswap_limit"] = c.memory
+        client = self.client()
+        try:
+            ctr = client.containers.create(self.image_id(), **kw)
+        except docker.errors.ImageNotFound:
+            self._image_id = None
+            raise ModelRunError(f"the Docker image {c.image} does not exist on this engine; "
+                                f"{BUILD_IMAGES}", transient=False) from None
+        except docker.errors.APIError as exc:
+            raise ModelRunError(f"Docker could not create a persistent container ({_short(exc)})"
+                                ) from None
+        try:
+            ctr.start()
+        except docker.errors.APIError as exc:
+            self._stop(ctr.id)
+            raise ModelRunError(f"the persistent container of {c.image} did not start "
+                                f"({_short(exc)})", transient=False) from None
+        return ctr.id
+
+    def _alive(self, handle: str) -> bool:
+        try:
+            return bool(self.client().api.inspect_container(handle)["State"]["Running"])
+        except _engine_errors():
+            return False
+
+    def _stop(self, handle: str) -> None:
+        api = self.client().api
+        with contextlib.suppress(*_engine_errors()):  # already gone (it runs with --rm)
+            api.remove_container(handle, force=True)
+        # with --rm the engine may still be removing it ("removal in progress"): wait for it
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                api.inspect_container(handle)
+            except _sdk().errors.NotFound:
+                return
+            except _engine_errors():
+                return
+            time.sleep(0.05)
+
+    def leftovers(self) -> list[str]:
+        try:
+            found = self.client().api.containers(  # one call: no per-container inspect
+                all=True, filters={"label": f"{PERSISTENT_LABEL}={self._label}"})
+        except ModelRunError:
+            return []
+        except _engine_errors():
+            return []
+        return [c["Id"] for c in found if owner_dead((c.get("Labels") or {}).get(OWNER_LABEL, ""))]
 
     def close(self) -> None:
         """Remove this instance's containers and close its engine connections (a later run

@@ -33,8 +33,12 @@ python3 -m venv .venv
 make -s -C containers all
 # container tests: a Docker engine (installed and started as root) and the local images
 if [ "$(id -u)" = 0 ]; then
-  command -v bwrap >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; apt-get install -y -qq --no-install-recommends bubblewrap >/dev/null; }
   bash tests/services/docker.sh
+fi
+# a real Apptainer for the apptainer launcher's tests: an HPC machine has its own on PATH;
+# otherwise (as root) the build shipped beside the repository (../shared/tools/apptainer)
+if ! command -v apptainer >/dev/null && [ "$(id -u)" = 0 ] && [ -f ../shared/tools/apptainer/install.sh ]; then
+  bash ../shared/tools/apptainer/install.sh
 fi
 if docker info >/dev/null 2>&1; then
   make -s -C containers images

@@ -226,3 +226,38 @@ def test_blocks_that_cannot_start_stop_the_campaign(cluster, tmp_path):
     assert "workers could not be started" in res.stderr and "partition" in res.stderr
     assert "Traceback" not in res.stderr
     assert our_jobs(tmp_path) == []
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_slurm_apptainer_campaign_identical_to_threads_local(cluster, tmp_path, persistent):
+    """Apptainer inside real Slurm jobs: the AMOC box model's SIF, run by `apptainer exec` in
+    the block's workers (or in one instance per worker), gives bit for bit what the local
+    binary gives on threads, and no instance outlives the block."""
+    from test_containers import AMOC_SIF, amoc_campaign, write
+    require(shutil.which("apptainer") is not None, "no apptainer on PATH (as root: bash "
+            "../shared/tools/apptainer/install.sh)")
+    require(AMOC_SIF.exists(), f"no {AMOC_SIF} (make -C containers images)")
+    local = amoc_campaign("local")
+    Driver(config.load(write(tmp_path / "local.yaml", local)), db_path=str(tmp_path / "local.h5")).run()
+    data = amoc_campaign("apptainer", persistent=persistent)
+    data["runner"] |= {"kind": "slurm", "slurm": {"poll_interval": 2}}
+    db = tmp_path / "slurm.h5"
+    Driver(config.load(write(tmp_path / "slurm.yaml", data)), db_path=str(db)).run()
+    assert_same(digest(tmp_path / "local.h5"), digest(db))
+    jobs, hosts = slurm_jobs_of(db)
+    assert len(jobs) == 1 and hosts == {socket.gethostname()}
+    assert_real_jobs(jobs, cluster)
+    with Database(db) as d:
+        assert {x.decode() for x in d.table(0, "segments")["launcher"]} == {"apptainer"}
+    assert our_jobs(tmp_path) == [], "the block outlived the driver"
+    if persistent:
+        from test_containers import _instances
+        deadline = time.monotonic() + 30  # the block's workers end with it, their instances too
+        while _instances(f"tams-{_label(tmp_path / 'slurm.yaml')}-") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _instances(f"tams-{_label(tmp_path / 'slurm.yaml')}-") == []
+
+
+def _label(yml: Path) -> str:
+    from adapters.executable import ExecutableModel
+    return ExecutableModel(config.load(yml).model, str(yml.parent)).launcher._label
