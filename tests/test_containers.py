@@ -804,7 +804,14 @@ def test_next_run_removes_what_a_dead_driver_left(request, tmp_path, launcher):
         res = subprocess.run(CLI + ["check", str(yml)], cwd=tmp_path, capture_output=True,
                              text=True, timeout=120)
         assert res.returncode == 0, res.stderr
-        now = _ours(client) if client else _instances(f"tams-{la._label}-")
+        # the dead owner's container is gone; the check's own Apptainer instance is stopped
+        # by its watchdog when `tams check` exits, which takes a moment: wait up to 15 s
+        deadline = time.monotonic() + 15
+        while True:
+            now = _ours(client) if client else _instances(f"tams-{la._label}-")
+            if [c.id if client else c for c in now] == [left[1]] or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert [c.id if client else c for c in now] == [left[1]]  # the live owner's stays
     finally:
         for h in left:
