@@ -248,12 +248,10 @@ class Ensemble:
     def _ingest_checkpoints(self, t: Traj, res: SegmentResult, first: int, last: int) -> None:
         ck = res.checkpoints
         idx = np.flatnonzero((ck.steps >= first) & (ck.steps <= last))
-        ids = np.empty(len(ck.files), dtype=np.int64)
-        for i, f in enumerate(ck.files):
-            fid, new = self.tree.file_id(f)
-            ids[i] = fid
-            if new:
-                self.events.append(ev.StateFileRegistered(self.r, fid, self.rel(f)))
+        ids, first, fresh = self.tree.register(ck.files)
+        if fresh:
+            rel = self.rel
+            self.events.append(ev.StateFilesRegistered(self.r, first, tuple(map(rel, fresh))))
         if not idx.size:  # no checkpoint of its own steps: its files still go with it
             t.extra_files = (t.extra_files or []) + ids.tolist()
             return

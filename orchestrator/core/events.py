@@ -43,6 +43,16 @@ class StateFileRegistered:
 
 
 @dataclass(frozen=True)
+class StateFilesRegistered:
+    """State files (paths relative to the run directory) got the ids ``first``, ``first+1``,
+    ...: one event per segment, however many checkpoint files it wrote."""
+
+    replica: int
+    first: int
+    paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class StepsRecorded:
     """Own steps of a trajectory (never a copy of its parent's prefix)."""
 
@@ -132,5 +142,6 @@ class ReplicaEnded:
     n_reached: int
 
 
-Event = (ReplicaEnded | TrajectoryCreated | StateFileRegistered | StepsRecorded | CheckpointsRecorded
+Event = (ReplicaEnded | TrajectoryCreated | StateFileRegistered | StateFilesRegistered
+         | StepsRecorded | CheckpointsRecorded
          | SegmentRecorded | TrajectoryEnded | IterationDecided | ReplicaSummary)

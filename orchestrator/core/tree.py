@@ -96,16 +96,18 @@ class Tree:
         return t
 
     # --- state files --------------------------------------------------------------------
-    def file_id(self, path: str) -> tuple[int, bool]:
-        """The id of a state file, and whether it is new (then it must be recorded)."""
-        fid = self.files.get(path)
-        if fid is not None:
-            return fid, False
-        fid = self.n_files
-        self.n_files += 1
-        self.files[path] = fid
-        self.paths[fid] = path
-        return fid, True
+    def register(self, paths: tuple[str, ...]) -> tuple[np.ndarray, int, list[str]]:
+        """Ids of a segment's state files, registering the new ones in bulk: (ids in the
+        order given, id of the first new one, the new paths in id order)."""
+        files = self.files
+        fresh = list(dict.fromkeys(p for p in paths if p not in files))
+        base = self.n_files
+        if fresh:
+            ids = range(base, base + len(fresh))
+            files.update(zip(fresh, ids))
+            self.paths.update(zip(ids, fresh))
+            self.n_files += len(fresh)
+        return np.fromiter((files[p] for p in paths), np.int64, len(paths)), base, fresh
 
     def ref(self, file: int, index: int) -> StateRef:
         return StateRef(self.paths[file], index)
