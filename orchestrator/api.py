@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.config import Campaign, LoadedCampaign, load, load_data
-from orchestrator.core.stats import Summary, summarize
+from orchestrator.core.stats import Summary, binomial_summary, summarize
 from orchestrator.imports import path_of_callable
 
 __all__ = ["load_campaign", "run", "RunResult", "ReplicaResult"]
@@ -131,7 +131,9 @@ class RunResult:
 
     @property
     def ci(self) -> tuple[float, float]:
-        """The 95 % interval of :func:`orchestrator.core.stats.summarize` (docs/algorithm.md)."""
+        """The 95 % interval of :func:`orchestrator.core.stats.summarize` (docs/algorithm.md);
+        for ``algorithm: montecarlo`` Wilson's binomial interval of all the replicas'
+        trajectories pooled (:func:`orchestrator.core.stats.binomial_summary`)."""
         return (self.summary.ci_low, self.summary.ci_high)
 
     @property
@@ -216,7 +218,12 @@ def run(campaign: str | os.PathLike | dict | Campaign | LoadedCampaign, *,
     results = tuple(ReplicaResult(r.r, r.outcome.name.lower(),
                                   r.summary().estimate, r.summary().log_estimate, r.iteration,
                                   r.model_steps, r.segments) for r in reps)
-    return RunResult(loaded.name, results, summarize([x.estimate for x in results if x.outcome
-                                                      != "running"]),
+    finished = [r for r in reps if r.done]
+    if loaded.campaign.algorithm == "montecarlo":  # pooled binomial, Wilson interval
+        n = loaded.campaign.tams.trajectories
+        summary = binomial_summary(sum(r.n_reached() for r in finished), n * len(finished), n)
+    else:
+        summary = summarize([x.estimate for x in results if x.outcome != "running"])
+    return RunResult(loaded.name, results, summary,
                      time.monotonic() - t0, sum(r.wall_time for r in reps),
                      None if store is not None else driver.db_path, store)
