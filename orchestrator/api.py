@@ -6,6 +6,7 @@
     result = tams.run(campaign, model_step=my_step)          # callables instead of paths
     result.mean, result.stderr, result.ci, result.estimates, result.cost
     result.database()                                        # the read API on what was written
+    result.diagnostics()                                     # level crossing, composites, ...
 
 It is the same driver, store and executors as ``tams run``: the same seed gives the same
 database, bit for bit.  Python functions (a python-adapter model's ``step``/``observe``, the
@@ -147,6 +148,19 @@ class RunResult:
         """The read API (:class:`orchestrator.store.reader.Database`) on what the run wrote."""
         from orchestrator.store import Database
         return Database(self.store if self.store is not None else self.db_path)
+
+    def diagnostics(self, levels=None, max_lag: int | None = None):
+        """TAMS and montecarlo: the level-crossing curve, mean first-passage time and
+        composite of the trajectories that reached B
+        (:func:`orchestrator.core.diagnostics.diagnostics`); gklt: the probability and return
+        time of the time average of A over thresholds (``levels``;
+        :func:`orchestrator.core.gklt.return_times`)."""
+        db = self.database()
+        if db.meta.algorithm == "gklt":
+            from orchestrator.core.gklt import return_times
+            return return_times(db, levels)
+        from orchestrator.core.diagnostics import diagnostics
+        return diagnostics(db, levels, max_lag)
 
     def __repr__(self) -> str:
         s = self.summary

@@ -108,9 +108,12 @@ def run_batch(kind: str, seed: int, replicas: int, mutation: str | None = None) 
     try:
         res = api.run(c, in_memory=True, progress=False, executor=InlineExecutor(), run_dir=tmp)
         if kind != "gklt":
+            est = np.asarray(res.estimates, dtype=np.float64)
             if kind == "montecarlo":  # the hits: the pooled binomial needs them
-                return np.array([round(e * MC_M) for e in res.estimates], dtype=np.float64)
-            return np.asarray(res.estimates, dtype=np.float64)
+                est = np.round(est * MC_M)
+            from orchestrator.core.diagnostics import replica_sums
+            db = res.database()
+            return est, [replica_sums(db, r, LEVELS, MAX_LAG) for r in range(replicas)]
         from orchestrator.core.gklt import exceedance_curve, replica_weights
         db = res.database()
         curves = np.array([exceedance_curve(*replica_weights(db, r), THRESHOLDS)
@@ -128,7 +131,10 @@ def batches(kind: str, seed: int, replicas: int, mutation: str | None = None) ->
         i += 1
     ctx = multiprocessing.get_context("spawn")  # the test process may hold Parsl's threads
     with ProcessPoolExecutor(min(len(jobs), os.cpu_count() or 1), mp_context=ctx) as pool:
-        return np.concatenate(list(pool.map(run_batch, *zip(*jobs))))
+        parts = list(pool.map(run_batch, *zip(*jobs)))
+    if kind == "gklt":
+        return np.concatenate(parts)
+    return np.concatenate([p[0] for p in parts]), [s for p in parts for s in p[1]]
 
 
 def gklt_table(est: np.ndarray, label: str, seconds: float) -> np.ndarray:
@@ -167,23 +173,33 @@ def test_gklt_without_the_product_of_R_fails():
 MC_T, MC_LEVEL, MC_M = 2.0, 1.0, 1000
 
 
+LEVELS = np.array([0.5, 0.6, 0.7, 0.8, 0.9, 1.0])  # score = x
+MAX_LAG = 20
+
+
 @functools.cache
-def _tams() -> tuple[np.ndarray, float]:
+def _tams():
     t0 = time.monotonic()
-    return batches("tams", 52, 100), time.monotonic() - t0
+    est, sums = batches("tams", 52, 100)
+    return est, sums, time.monotonic() - t0
+
+
+@functools.cache
+def _mc(mutation: str | None, replicas: int):
+    t0 = time.monotonic()
+    hits, sums = batches("montecarlo", 51, replicas, mutation)
+    return hits, sums, time.monotonic() - t0
 
 
 def _mc_vs_tams(mutation: str | None, mc_replicas: int, label: str) -> float:
-    t0 = time.monotonic()
-    hits = batches("montecarlo", 51, mc_replicas, mutation)
-    t1 = time.monotonic()
-    tams, t_tams = _tams()
+    hits, _, t_mc = _mc(mutation, mc_replicas)
+    tams, _, t_tams = _tams()
     from orchestrator.core.stats import binomial_summary
     mc = binomial_summary(int(hits.sum()), MC_M * hits.size, MC_M)
     se_t = float(tams.std(ddof=1) / math.sqrt(tams.size))
     z = (mc.mean - tams.mean()) / math.hypot(mc.stderr, se_t)
     print(f"\n{label}: Monte Carlo {int(hits.sum())}/{MC_M * hits.size} = {mc.mean:.4e} "
-          f"± {mc.stderr:.2e}, Wilson 95 % [{mc.ci_low:.4e}, {mc.ci_high:.4e}] ({t1 - t0:.0f} s); "
+          f"± {mc.stderr:.2e}, Wilson 95 % [{mc.ci_low:.4e}, {mc.ci_high:.4e}] ({t_mc:.0f} s); "
           f"TAMS {tams.size} replicas {tams.mean():.4e} ± {se_t:.2e} ({t_tams:.0f} s); "
           f"difference {z:+.2f} combined SE")
     return z
@@ -198,3 +214,34 @@ def test_montecarlo_mutation_fails():
     # the M trajectories of a replica are one: every replica estimates 0 or 1
     z = _mc_vs_tams("mc-shared-noise", 10, "MC MUTATION (one noise key for all trajectories)")
     assert abs(z) > 5.0
+
+
+# --- diagnostics (item 3) against brute force: the same two runs ------------------------
+def test_diagnostics_agree_with_brute_force_monte_carlo():
+    """Level crossing, mean first-passage time and composite from the TAMS weights against
+    the same quantities of the direct Monte Carlo run (equal weights: brute force)."""
+    from orchestrator.core.diagnostics import pool
+    _, mc_sums, _ = _mc(None, 20)
+    _, tams_sums, _ = _tams()
+    mc = pool(mc_sums, LEVELS, MAX_LAG, DT, ["x"])
+    tm = pool(tams_sums, LEVELS, MAX_LAG, DT, ["x"])
+    z_cross = (tm.crossing_mean - mc.crossing_mean) / np.hypot(tm.crossing_se, mc.crossing_se)
+    z_fpt = (tm.fpt_mean - mc.fpt_mean) / math.hypot(tm.fpt_se, mc.fpt_se)
+    pick = [0, MAX_LAG // 2, MAX_LAG - 5, MAX_LAG]  # lags -20, -10, -5, 0 steps
+    z_comp = ((tm.composite_mean[pick, 0] - mc.composite_mean[pick, 0])
+              / np.hypot(tm.composite_se[pick, 0], mc.composite_se[pick, 0]))
+    print("\nlevel z     TAMS P(max>=z)       MC (brute force)     z")
+    for lv, a, sa, b, sb, z in zip(LEVELS, tm.crossing_mean, tm.crossing_se, mc.crossing_mean,
+                                   mc.crossing_se, z_cross):
+        print(f"{lv:6.2f}   {a:.4e} ± {sa:.1e}   {b:.4e} ± {sb:.1e}  {z:+.2f}")
+    print(f"mean first passage: TAMS {tm.fpt_mean:.4f} ± {tm.fpt_se:.4f}, MC {mc.fpt_mean:.4f} "
+          f"± {mc.fpt_se:.4f} ({z_fpt:+.2f})")
+    for i, z in zip(pick, z_comp):
+        print(f"composite x at lag {tm.lag_times[i]:+.2f}: TAMS {tm.composite_mean[i, 0]:.4f} "
+              f"± {tm.composite_se[i, 0]:.4f} (spread {tm.composite_std[i, 0]:.3f}), MC "
+              f"{mc.composite_mean[i, 0]:.4f} ± {mc.composite_se[i, 0]:.4f} (spread "
+              f"{mc.composite_std[i, 0]:.3f})  {z:+.2f}")
+    assert (tm.crossing_se / tm.crossing_mean < 0.1).all()
+    assert np.abs(z_cross).max() < 3.5 and abs(z_fpt) < 3.5 and np.abs(z_comp).max() < 3.5
+    # and the diagnostics are not trivially equal: the composite spread shrinks to the target
+    assert tm.composite_std[0, 0] > 3 * tm.composite_std[-1, 0]

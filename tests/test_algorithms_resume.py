@@ -44,3 +44,22 @@ def test_same_bits_with_workers_and_resumes(tmp_path, algorithm):
         part = run(path, db, max_segments=stop)
         assert part["0/steps/step"].size < ref["0/steps/step"].size
     assert_same(ref, run(path, db))
+
+
+@pytest.mark.parametrize("algorithm", ["montecarlo", "gklt"])
+def test_report_of_the_other_algorithms(tmp_path, algorithm, capsys):
+    """`tams report` on a finished montecarlo / gklt database: its estimate line, its
+    diagnostics table (montecarlo) or return-time table (gklt), and the figures."""
+    from orchestrator.cli.report import report
+    db = tmp_path / "r.h5"
+    run(campaign(tmp_path, algorithm), db)
+    assert report(db, figures=tmp_path / "fig") == 0
+    out = capsys.readouterr().out
+    if algorithm == "montecarlo":
+        assert "(Wilson)" in out and "level crossing P(max score >= z)" in out
+        assert (tmp_path / "fig" / "level_crossing.png").stat().st_size > 0
+        assert (tmp_path / "fig" / "composite.png").stat().st_size > 0
+    else:
+        assert "P(time average of x over T >= 0.2)" in out
+        assert "probability and return time of the time average of x" in out
+        assert (tmp_path / "fig" / "return_times.png").stat().st_size > 0

@@ -363,3 +363,36 @@ def exceedance_curve(logw: np.ndarray, avg: np.ndarray, thresholds) -> np.ndarra
     a = np.asarray(thresholds, dtype=np.float64)
     w = np.exp(logw)
     return np.array([float(w[avg >= x].sum()) for x in a.tolist()])
+
+
+def return_times(db, thresholds=None, n: int = 12):
+    """GKLT's return-time curve of the time average of A over the horizon T: per finished
+    replica p(a) = sum of the final weights with time average >= a; across replicas the mean,
+    its standard error and Student-t interval; r(a) = -T / log(1 - p(a)) (the block formula
+    of :mod:`orchestrator.core.returntimes`, whose table, CSV and figure it reuses).
+
+    Default thresholds: ``n`` points from the 2nd percentile of the final ensembles' time
+    averages (typical of the tilted dynamics) to their largest value."""
+    from orchestrator.core.returntimes import ReturnTimes
+    from orchestrator.core.stats import t975
+    m = db.meta
+    reps = [v.index for v in db.replicas() if v.outcome != 0]
+    if not reps:
+        raise ValueError("no finished replica: return times need at least one")
+    ens = [replica_weights(db, r) for r in reps]
+    if thresholds is None:
+        avgs = np.concatenate([a for _, a in ens])
+        thresholds = np.linspace(float(np.quantile(avgs, 0.02)), float(avgs.max()), n)
+    a = np.asarray(thresholds, dtype=np.float64)
+    P = np.array([exceedance_curve(lw, avg, a) for lw, avg in ens])
+    k = P.shape[0]
+    mean = P.mean(axis=0)
+    if k >= 2:
+        se = P.std(axis=0, ddof=1) / math.sqrt(k)
+        h = t975(k - 1) * se
+    else:
+        se = h = np.full_like(mean, np.nan)
+    units = next((o.units for o in m.observables if o.name == m.tilt_observable), "1")
+    return ReturnTimes(f"time average of {m.tilt_observable}", units, m.horizon, a, P, mean, se,
+                       np.clip(mean - h, 0.0, 1.0), np.clip(mean + h, 0.0, 1.0),
+                       time_units=m.time_label)
