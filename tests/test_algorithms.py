@@ -78,8 +78,8 @@ def _mutate(mutation: str | None) -> None:
         from orchestrator.core import gklt
         right = gklt.final_weights
 
-        def wrong(ints, rests, k, log_prod_r, horizon_time):
-            return right(ints, rests, k, 0.0, horizon_time)
+        def wrong(ints, rests, k, log_prod_r, horizon_time, centres):
+            return right(ints, rests, k, 0.0, horizon_time, centres)
         gklt.final_weights = wrong
     elif mutation == "mc-shared-noise":  # every trajectory of a replica with one noise key
         from orchestrator.core import noise as nz

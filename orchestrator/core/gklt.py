@@ -6,22 +6,27 @@ resampling steps are ``t_j = j * tau`` (``tau = gklt.resample_every``) strictly 
 horizon T.  When all N members have reached ``t_j``:
 
 * each member i is weighted by ``G_i = exp(k * I_i)``, ``I_i = dt * sum of A over the
-  interval's steps t_{j-1}+1 .. t_j`` of its path; ``R_j`` = the ensemble mean of the ``G_i``;
+  interval's steps t_{j-1}+1 .. t_j`` of its path; ``R_j`` = the ensemble mean of the ``G_i``.
+  Computed centred: ``G'_i = exp(k (I_i - c_j))``, ``R'_j = R_j exp(-k c_j)`` with ``c_j``
+  the ensemble mean of the ``I_i``, so that ``log prod R'`` stays small whatever A's units
+  (A = 283 K would make ``log prod R`` overflow the store's ``weight`` column); the
+  constants cancel exactly in the weights below;
 * systematic resampling (one uniform from the generator keyed by (seed, replica, j)) gives
   member i ``c_i`` copies with ``E[c_i] = N * G_i / sum(G) = G_i / R_j`` and ``sum c_i = N``;
 * a member with ``c_i >= 1`` goes on itself (its own keyed noise), and ``c_i - 1`` children
   branch from it at ``t_j`` -- stored as TAMS stores a branch: parent, branch step, own steps
   only -- each starting from the member's checkpoint at ``t_j`` with its *own* keyed noise;
   they take the slots of the members with ``c_i = 0``, which end there (status ``KILLED``);
-* ``log(prod R) += log R_j`` is recorded as the iteration's ``log_weight`` (the ``level``
-  column holds ``t_j``, the ``n_killed`` column the number of members with no copy).
+* ``log(prod R') += log R'_j`` is recorded as the iteration's ``log_weight``, ``c_j`` as
+  its ``level``, and the number of members with no copy as ``n_killed``.
 
 At the horizon, with J resamplings done, member i of the final ensemble weighs
-``w_i = exp(-k * sum_{j<=J} I_{i,j}) * prod_{j<=J} R_j / N``: the integral of A up to the
+``w_i = exp(-k * sum_{j<=J} I_{i,j}) * prod_{j<=J} R_j / N
+= exp(-k * sum_{j<=J} (I_{i,j} - c_j)) * prod_{j<=J} R'_j / N``: the integral of A up to the
 last resampling step t_J, because the steps after it were never tilted (a resampling *at*
-T would change nothing in expectation and only add variance, so there is none); for any function f of the path,
-``sum_i w_i f(path_i)`` is an unbiased estimate of E[f] under the untilted dynamics (the
-Feynman-Kac particle estimate of Del Moral 2004, Prop. 7.4.1: it needs only
+T would change nothing in expectation and only add variance, so there is none); for any
+function f of the path, ``sum_i w_i f(path_i)`` is an unbiased estimate of E[f] under the untilted dynamics (the
+Feynman-Kac particle estimate; Del Moral 2004, Feynman-Kac Formulae, ch. 7: it needs only
 ``E[c_i | past] = N * normalised weight``, which systematic resampling gives, and copies that
 evolve independently given the past, which their own noise keys give).  A replica's estimate
 is that with ``f = 1{time average of A over the horizon >= gklt.threshold}``.
@@ -84,11 +89,12 @@ def interval_integrals(a_path: np.ndarray, dt: float, tau: int, n_intervals: int
 
 
 def final_weights(ints: list[list[float]], rests: list[float], k: float, log_prod_r: float,
-                  horizon_time: float) -> tuple[np.ndarray, np.ndarray]:
-    """The final ensemble's log weights ``-k sum_j I_j + log prod R - log N`` and the time
-    averages of A over the horizon, from each member's interval integrals."""
+                  horizon_time: float, centres: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """The final ensemble's log weights ``-k sum_j (I_j - c_j) + log prod R' - log N`` and
+    the time averages of A over the horizon, from each member's interval integrals."""
     n = len(ints)
-    logw = np.array([-k * math.fsum(i) for i in ints]) + log_prod_r - math.log(n)
+    logw = np.array([-k * math.fsum([x - c for x, c in zip(i, centres)]) for i in ints])
+    logw = logw + log_prod_r - math.log(n)
     avg = np.array([math.fsum([*i, r]) for i, r in zip(ints, rests)]) / horizon_time
     return logw, avg
 
@@ -127,6 +133,7 @@ class Gklt(Ensemble):
         self.ints: dict[int, list[float]] = {}  # traj -> I of its path's completed intervals
         self.cur: dict[int, list[np.ndarray]] = {}  # member -> A of its current interval
         self.arrived = 0  # members at the next resampling step (or at the horizon)
+        self.centres: list[float] = []  # c_j: the ensemble mean of I at each resampling
         self.result: GkltResult | None = None
 
     # --- where a member stops next ---------------------------------------------------------
@@ -227,7 +234,8 @@ class Gklt(Ensemble):
         for m, i in zip(members, integrals.tolist()):
             self.ints[m.id].append(i)
             self.cur[m.id] = []
-        log_g = self.tilt * integrals
+        centre = math.fsum(integrals.tolist()) / s.n
+        log_g = self.tilt * (integrals - centre)
         log_r = log_mean_exp(log_g)
         u = float(nz.survivor_rng(s.seed, self.r, j).random())
         counts = systematic_counts(log_g, u)
@@ -236,7 +244,8 @@ class Gklt(Ensemble):
         self.iteration = j
         self.log_weight += log_r
         self.level = float(tj)
-        self.events.append(ev.IterationDecided(self.r, j, float(tj), int(killed.size),
+        self.centres.append(centre)
+        self.events.append(ev.IterationDecided(self.r, j, centre, int(killed.size),
                                                self.log_weight))
         for slot, pslot in zip(killed.tolist(), parents.tolist()):
             old = members[slot]
@@ -279,7 +288,7 @@ class Gklt(Ensemble):
         rests = [s.dt * math.fsum(np.concatenate(self.cur[m.id]).tolist())
                  if self.cur[m.id] else 0.0 for m in members]
         logw, avg = final_weights([self.ints[m.id] for m in members], rests, self.tilt,
-                                  self.log_weight, s.horizon * s.dt)
+                                  self.log_weight, s.horizon * s.dt, self.centres)
         return estimate_at(logw, avg, s.meta.threshold)
 
     # --- what the driver reads ---------------------------------------------------------------
@@ -316,6 +325,7 @@ class Gklt(Ensemble):
             a, e = np.searchsorted(traj_sorted, [tid, tid + 1])
             own_a[tid] = np.asarray(st["obs"][order[a:e], self.a_col], dtype=np.float64)
         J = self.iteration
+        self.centres = [float(c) for c in rec.tables["iterations"]["level"][:J]]
         self.ints, self.cur, self.arrived = {}, {}, 0
         for m in self._members():
             parts = [own_a[p.id][: hi - lo] for p, lo, hi in self.tree.pieces(m, m.last_step)]
@@ -355,7 +365,8 @@ def replica_weights(db, r: int) -> tuple[np.ndarray, np.ndarray]:
         i, rest = interval_integrals(a_path, m.dt, m.resample_every, n_res)
         ints.append(i)
         rests.append(rest)
-    return final_weights(ints, rests, m.tilt, log_prod_r, m.horizon)
+    centres = [float(c) for c in it["level"]]
+    return final_weights(ints, rests, m.tilt, log_prod_r, m.horizon, centres)
 
 
 def exceedance_curve(logw: np.ndarray, avg: np.ndarray, thresholds) -> np.ndarray:
