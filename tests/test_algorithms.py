@@ -152,7 +152,7 @@ def gklt_table(est: np.ndarray, label: str, seconds: float) -> np.ndarray:
 
 def test_gklt_time_average_tail_is_unbiased():
     t0 = time.monotonic()
-    est = batches("gklt", 41, 100)
+    est = batches("gklt", 41, 80)
     z = gklt_table(est, "GKLT, OU time average", time.monotonic() - t0)
     curves = est[:, :5]
     se = curves.std(axis=0, ddof=1) / math.sqrt(curves.shape[0])
