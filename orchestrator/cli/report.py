@@ -204,12 +204,18 @@ def make_figures(db, folder: Path, reference: float | None = None) -> list[Path]
     ax.set_xlabel(_time(db))
     ax.set_ylabel("score (dimensionless)")
     v0 = reps[0]
-    ax.set_title(f"Final ensemble of replica 0: {len(ens)} trajectories, "
-                 f"{v0.n_reached} reached the target")
+    if db.meta.algorithm == "gklt":
+        ax.set_title(f"Final ensemble of replica 0: {len(ens)} trajectories, {v0.n_reached} "
+                     f"with time average of {db.meta.tilt_observable} >= "
+                     f"{db.meta.threshold:g}", fontsize=10)
+    else:
+        ax.set_title(f"Final ensemble of replica 0: {len(ens)} trajectories, "
+                     f"{v0.n_reached} reached the target")
     ax.legend(loc="lower right")
     save(fig, "scores.png")
 
-    # (b) level against iteration
+    gklt = db.meta.algorithm == "gklt"
+    # (b) level against iteration (TAMS; a gklt iteration is a resampling, no level)
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for v in reps:
         it = db.iterations(v.index)
@@ -219,7 +225,10 @@ def make_figures(db, folder: Path, reference: float | None = None) -> list[Path]
     ax.set_ylabel("level z_j (score, dimensionless)")
     ax.set_title(f"Level against iteration, {len(reps)} replicas (N = {st['n']}, k = {st['k']})")
     ax.legend(fontsize=7, ncol=2, loc="lower right")
-    save(fig, "levels.png")
+    if gklt:
+        plt.close(fig)
+    else:
+        save(fig, "levels.png")
 
     # (c) estimates with mean and CI band
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -236,8 +245,9 @@ def make_figures(db, folder: Path, reference: float | None = None) -> list[Path]
     ax.set_xlabel("replica")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("estimate of p (probability)")
-    ax.set_title(f"Estimates of p = P(score reaches {st['target']:g} before T = {st['horizon']:g} {st['units']})",
-                 fontsize=10)
+    what = (f"P(time average of {db.meta.tilt_observable} >= {db.meta.threshold:g})" if gklt
+            else f"P(score reaches {st['target']:g} before T = {st['horizon']:g} {st['units']})")
+    ax.set_title(f"Estimates of p = {what}", fontsize=10)
     ax.legend(fontsize=8)
     save(fig, "estimates.png")
 
@@ -254,7 +264,10 @@ def make_figures(db, folder: Path, reference: float | None = None) -> list[Path]
     ax.set_xlabel(f"first-passage {_time(db)}")
     ax.set_ylabel("number of trajectories")
     ax.set_title("First-passage times to the target, final ensembles of all replicas")
-    save(fig, "first_passage.png")
+    if gklt:
+        plt.close(fig)
+    else:
+        save(fig, "first_passage.png")
     return paths
 
 
