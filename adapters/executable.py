@@ -82,6 +82,19 @@ class ExecutableModelConfig(ModelSection):
     checkpoint_suffix: str = Field(".bin", description="Checkpoint file name suffix.")
     trace_file: str = Field("trace.txt", description="Name of the trace file the model writes.")
     noise_file: str = Field("noise.bin", description="Name of the noise file (file mode).")
+    trace_format: Literal["text", "binary"] | None = Field(
+        None, description="`text` (null, the default): the trace is text, one line per step. "
+        "`binary`: raw little-endian float64 rows (step, time, observables...), validated as "
+        "strictly, with no formatting or parsing: for cheap models (the request then holds "
+        "`trace_format = 'binary'`; docs/protocol.md §5). The same seed gives the same "
+        "database either way.")
+    checkpoint_file: str | None = Field(
+        None, description="null (the default): one file per checkpoint, named by "
+        "`checkpoint_prefix`, `checkpoint_digits` and `checkpoint_suffix`. A file name (e.g. "
+        "`checkpoints.bin`): the model writes every checkpoint of a segment into this one file, "
+        "records of equal size in step order, and a restart gets `state_in` with "
+        "`state_offset` (in bytes). Far fewer files for cheap models and cluster file systems "
+        "(docs/protocol.md §5).")
 
     @field_validator("command")
     @classmethod
@@ -135,6 +148,14 @@ class ExecutableModelConfig(ModelSection):
     def __reduce__(self):
         # variants are made at run time (not importable by name): pickle by value
         return (_from_dump, (self.model_dump(),))
+
+    @field_validator("checkpoint_file")
+    @classmethod
+    def _ckpt_file(cls, v: str | None) -> str | None:
+        if v is not None and (not v or "/" in v or v in (".", "..")):
+            raise ValueError("must be a plain file name (in the segment directory), e.g. "
+                             "checkpoints.bin, or null for a file per checkpoint")
+        return v
 
     @field_validator("checkpoint_digits")
     @classmethod
@@ -298,7 +319,13 @@ class ExecutableModel(ForwardModel):
                 "checkpoint_digits": c.checkpoint_digits, "checkpoint_suffix": c.checkpoint_suffix,
                 "noise_mode": self.noise_mode,
                 "noise_file": c.noise_file if self.noise_mode == "file" else "",
-                "noise_dim": c.noise_dim, "seed": int(req.seed or 0), "trace_file": c.trace_file}
+                "noise_dim": c.noise_dim, "seed": int(req.seed or 0), "trace_file": c.trace_file,
+                # keys of the optional parts of v1, present only when the campaign uses them
+                # (a Fortran model must declare every key it is given)
+                **({"trace_format": "binary"} if c.trace_format == "binary" else {}),
+                **({"checkpoint_file": c.checkpoint_file,
+                    "state_offset": max(req.start.index, 0) if req.start is not None else 0}
+                   if c.checkpoint_file else {})}
 
     def prepare(self, req: SegmentRequest) -> list[str]:
         """Make the fresh segment directory, write the request; return the argv."""
@@ -347,11 +374,25 @@ class ExecutableModel(ForwardModel):
         except FileNotFoundError:
             self._fail(req, f"the model wrote no trace file {self.config.trace_file}", code)
         width = 2 + n_obs
+        expect = np.arange(req.step0 + 1, req.step0 + req.n_steps + 1)
+        if self.config.trace_format == "binary":
+            table = self._binary_trace(raw, req, width, expect, code)
+        else:
+            table = self._text_trace(raw, req, width, expect, code)
+        obs = table[:, 2:]
+        ck_steps = req.promised_checkpoints()
+        if self.config.checkpoint_file:
+            ck = self._checkpoint_file(req, ck_steps, code)
+        else:
+            ck = self._checkpoint_files(req, ck_steps, code)
+        return SegmentResult(expect.astype(np.int64), np.ascontiguousarray(obs), ck)
+
+    def _text_trace(self, raw: bytes, req: SegmentRequest, width: int, expect: np.ndarray,
+                    code: int | None) -> np.ndarray:
         try:  # fast path: a well-formed trace parses in one call (bytes: no decoding)
             table = np.array(raw.split(), dtype=np.float64).reshape(req.n_steps, width)
         except ValueError:
             table = None
-        expect = np.arange(req.step0 + 1, req.step0 + req.n_steps + 1)
         if table is None or not np.array_equal(table[:, 0], expect):
             try:
                 text = raw.decode()
@@ -363,21 +404,87 @@ class ExecutableModel(ForwardModel):
             line = raw.splitlines()[i].decode(errors="replace")
             self._fail(req, f"trace line {i + 1} (step {expect[i]}) holds a non-finite number: "
                        f"{line[:80]!r}", code)
-        obs = table[:, 2:]
-        ck_steps = req.promised_checkpoints()
+        return table
+
+    def _binary_trace(self, raw: bytes, req: SegmentRequest, width: int, expect: np.ndarray,
+                      code: int | None) -> np.ndarray:
+        """Rows of ``width`` little-endian float64 (step, time, observables): checked as
+        strictly as a text trace -- the size, every step once and in order, finite values."""
+        name = self.config.trace_file
+        row = 8 * width
+        if len(raw) != row * req.n_steps:
+            rows = len(raw) / row
+            what = (f"{len(raw)} bytes, {rows:g} rows" if len(raw) % row == 0
+                    else f"{len(raw)} bytes, not a whole number of rows")
+            self._fail(req, f"the binary trace {name} holds {what}; expected {req.n_steps} rows "
+                       f"(steps {expect[0]}..{expect[-1]}) of {width} little-endian float64 "
+                       f"(step, time and {width - 2} observable(s)), {row * req.n_steps} bytes",
+                       code)
+        table = np.frombuffer(raw, dtype="<f8").reshape(req.n_steps, width).astype(np.float64)
+        steps = table[:, 0]
+        if not np.array_equal(steps, expect):
+            i = int(np.flatnonzero(steps != expect)[0])
+            self._fail(req, f"binary trace row {i + 1} is step {steps[i]:g}; expected step "
+                       f"{expect[i]} (every step {expect[0]}..{expect[-1]} once, in order)", code)
+        if not np.isfinite(table).all():
+            i = int(np.flatnonzero(~np.isfinite(table).all(axis=1))[0])
+            self._fail(req, f"binary trace row {i + 1} (step {expect[i]}) holds a non-finite "
+                       f"number: {table[i].tolist()}", code)
+        return table
+
+    def _checkpoint_files(self, req: SegmentRequest, ck_steps: np.ndarray,
+                          code: int | None) -> Checkpoints:
+        wd = req.workdir
         files = []
-        for s in ck_steps:
-            p = os.path.join(wd, self._ckpt_name(int(s)))
+        for s in ck_steps.tolist():
+            p = os.path.join(wd, self._ckpt_name(s))
             try:
-                size = os.path.getsize(p)
+                size = os.stat(p).st_size
             except OSError:
                 self._fail(req, f"the promised checkpoint {os.path.basename(p)} (step {s}) is missing", code)
             if size == 0:
                 self._fail(req, f"the checkpoint {os.path.basename(p)} (step {s}) is empty", code)
             files.append(p)
-        ck = Checkpoints(ck_steps, np.arange(ck_steps.size, dtype=np.int64),
-                         np.full(ck_steps.size, -1, dtype=np.int64), tuple(files))
-        return SegmentResult(expect.astype(np.int64), np.ascontiguousarray(obs), ck)
+        return Checkpoints(ck_steps, np.arange(ck_steps.size, dtype=np.int64),
+                           np.full(ck_steps.size, -1, dtype=np.int64), tuple(files))
+
+    def _checkpoint_file(self, req: SegmentRequest, ck_steps: np.ndarray,
+                         code: int | None) -> Checkpoints:
+        """All the segment's checkpoints in one file: records of equal size in step order; a
+        checkpoint's index is its record's offset in bytes (the file is never opened)."""
+        name = self.config.checkpoint_file
+        assert name
+        p = os.path.join(req.workdir, name)
+        try:
+            size = os.stat(p).st_size
+        except OSError:
+            self._fail(req, f"the model wrote no checkpoint file {name} (promised: "
+                       f"{ck_steps.size} checkpoint(s), steps {ck_steps[0]}..{ck_steps[-1]})", code)
+        n = ck_steps.size
+        if size == 0 or size % n:
+            self._fail(req, f"the checkpoint file {name} holds {size} bytes, not {n} records of "
+                       f"equal size (one per promised checkpoint, steps {ck_steps[0]}.."
+                       f"{ck_steps[-1]})", code)
+        return Checkpoints(ck_steps, np.zeros(n, dtype=np.int64),
+                           np.arange(n, dtype=np.int64) * (size // n), (p,))
+
+    def state_bytes(self, ref: StateRef) -> bytes | None:
+        """One record of a checkpoint file (``tams check`` compares them byte for byte): its
+        size is the file's over the number of checkpoints the segment's request promised."""
+        name = self.config.checkpoint_file
+        if not name or ref.index < 0 or os.path.basename(ref.path) != name:
+            return None
+        try:
+            seg = json.loads(Path(os.path.dirname(ref.path), "request.json").read_text())["segment"]
+            req = SegmentRequest(workdir="", start=None, step0=int(seg["step0"]),
+                                 n_steps=int(seg["n_steps"]), dt=float(seg["dt"]),
+                                 checkpoint_every=int(seg["checkpoint_every"]))
+            rec = os.stat(ref.path).st_size // req.promised_checkpoints().size
+            with open(ref.path, "rb") as f:
+                f.seek(ref.index)
+                return f.read(rec)
+        except (OSError, ValueError, KeyError, ZeroDivisionError):
+            return None
 
     def _diagnose_trace(self, text: str, req: SegmentRequest, width: int) -> str:
         """Say precisely what is wrong with a trace that failed the fast parse (slow path)."""

@@ -2,21 +2,31 @@
 
 The user gives ``step(state, t, dt, noise, **parameters) -> new_state`` and optionally
 ``observe(state) -> observables`` by import path.  ``t`` is the time at the *start* of the
-step, ``noise`` the step's standard normals (length ``noise_dim``).  The states of one
-segment are saved as a single .npy array (one row per checkpointed step); with the
-default ``checkpoint_every: 1`` every step is a checkpoint, so branching never replays noise.
+step, ``noise`` the step's standard normals (length ``noise_dim``).  With the default
+``checkpoint_every: 1`` every step is a checkpoint, so branching never replays noise.
 
-Files of the segment whose directory would be ``.../tNNNNNNN/sNNNNNNNN`` (the step function
-runs in the worker and needs no working directory, so none is made):
-``sNNNNNNNN.states.npy`` and ``sNNNNNNNN.observables.npy`` in the trajectory's directory.
-The file renamed into place last marks a finished segment (``collect`` takes it instead of
-re-running it after a crash): the observables, or, without an ``observe`` function and with
-every step a checkpoint, the states alone, which are then the observables too.
+Files: one per *trajectory*, not per segment, beside the trajectory's directory:
+``<request.trajectory>.f64`` (``.../rRRRR/tNNNNNNN.f64``; ``<workdir>.f64`` for a request
+that names no trajectory), raw little-endian float64 (the state's shape is the initial
+state's).  Each segment appends one record to it -- its observables (n x m), then its
+checkpointed states (c x d; the same numbers again when the states are the observables,
+16 bytes a step for the 2-D double well, one layout for every case) -- written with one ``pwritev`` at a position that is
+a pure function of the request: 0 for a trajectory's first segment (its start state lies in
+an ancestor's file), otherwise just after the start state, which is the previous record's
+last row.  A :class:`StateRef` index is the state's offset in float64 elements.  So a
+re-run writes the same bytes at the same place (no truncation), and a segment is finished
+(``collect`` ingests it after a crash instead of running it again) when the file reaches
+its record's end: a write cut short by a crash leaves the file shorter.
+
+Why one file per trajectory: creating a file (and a directory per trajectory) cost
+0.3-0.8 ms of kernel time each on this machine's ext4 -- as much as 250 steps of the 2-D
+double well -- and cluster file systems are slower still at creating files; a trajectory
+has 2-4 segments on the README example.  The driver deletes the file of a trajectory no
+live one descends from, as it deletes its directory.
 
 Cost (docs/performance.md): the step loop stores results without a numpy call per step,
-the parameters are bound as keywords once, files are written with one ``writev`` each and
-a start state is read with ``pread``: ~0.35 µs per step besides the step function, plus
-the file system's cost of one new file and a rename per segment.
+the parameters are bound as keywords once, a record is one ``pwritev`` and a start state one
+``pread``: ~0.35 µs per step besides the step function, plus one file per trajectory.
 """
 from __future__ import annotations
 
@@ -45,8 +55,7 @@ from orchestrator.model import (
     StateRef,
 )
 
-_STATES = ".states.npy"  # suffixes of the segment directory's path (see _paths)
-_OBS = ".observables.npy"
+_SUFFIX = ".f64"  # a trajectory's record file: <trajectory directory>.f64 (see _record_file)
 
 
 class PythonModelConfig(ModelSection):
@@ -110,6 +119,7 @@ class PythonModel(ForwardModel):
         self.noise_mode = config.noise
         self._step = None
         self._observe = None
+        self._shape: tuple[int, ...] | None = None  # of every state: the initial state's
 
     @classmethod
     def from_config(cls, config, base_dir):
@@ -168,43 +178,59 @@ class PythonModel(ForwardModel):
         np.save(path, state)
         return StateRef(path, -1)
 
-    @staticmethod
-    def _load(ref: StateRef) -> np.ndarray:
-        if ref.index >= 0:
+    def state_shape(self) -> tuple[int, ...]:
+        """The shape of every state (the initial state's): a record file holds bare numbers."""
+        if self._shape is None:
+            init = self.config.initial_state
+            self._shape = (tuple(np.load(Path(self.base_dir, init), mmap_mode="r").shape)
+                           if isinstance(init, str) else np.asarray(init, dtype=np.float64).shape)
+        return self._shape
+
+    def _load(self, ref: StateRef) -> np.ndarray:
+        if ref.path.endswith(_SUFFIX):
+            shape = self.state_shape()
+            size = int(np.prod(shape, dtype=np.int64))
+            return _pread_floats(ref.path, ref.index, size).reshape(shape)
+        if ref.index >= 0:  # a .npy file of states, one per row (run directories made by 0.x)
             row = _read_row(ref.path, ref.index)
             if row is not None:
                 return row
         arr = np.load(ref.path, mmap_mode="r" if ref.index >= 0 else None)
         return np.array(arr[ref.index] if ref.index >= 0 else arr, dtype=np.float64)
 
-    def _checkpoints(self, request: SegmentRequest, states_path: str,
-                     steps: np.ndarray | None = None) -> Checkpoints:
-        steps = request.promised_checkpoints() if steps is None else steps
-        return Checkpoints(steps, np.zeros(steps.size, dtype=np.int64),
-                           np.arange(steps.size, dtype=np.int64), (states_path,))
+    def state_bytes(self, ref: StateRef) -> bytes | None:
+        """One state of a record file (``tams check`` compares them byte for byte)."""
+        if not ref.path.endswith(_SUFFIX):
+            return None
+        return self._load(ref).tobytes()
 
-    def _one_file(self, request: SegmentRequest) -> bool:
-        """Observables = states (no observe function, every step a checkpoint): the segment
-        keeps one file, and the observables are read back from it."""
-        return (self.config.observe is None and self.config.segment is None
-                and request.checkpoint_every == 1)
+    def _layout(self, request: SegmentRequest, n_ckpt: int) -> tuple[str, int, int, int]:
+        """(record file, first element, elements of observables, elements of states) of the
+        segment's record: it starts right after its start state when that is the last row of
+        this trajectory's own file, else (a trajectory's first segment) at 0."""
+        path = _record_file(request)
+        d = int(np.prod(self.state_shape(), dtype=np.int64))
+        start = request.start
+        begin = start.index + d if (start is not None and start.index >= 0
+                                    and start.path == path) else 0
+        return path, begin, request.n_steps * len(self.config.observables), n_ckpt * d
+
+    def _checkpoints(self, path: str, begin: int, n_obs: int, steps: np.ndarray) -> Checkpoints:
+        d = int(np.prod(self.state_shape(), dtype=np.int64))
+        return Checkpoints(steps, np.zeros(steps.size, dtype=np.int64),
+                           begin + n_obs + d * np.arange(steps.size, dtype=np.int64), (path,))
 
     def collect(self, request: SegmentRequest) -> SegmentResult | None:
-        states_path, obs_path = _paths(request.workdir)
-        one = self._one_file(request)
-        marker = states_path if one else obs_path
-        if not os.path.exists(marker) or (not one and not os.path.exists(states_path)):
-            return None
+        steps_ck = request.promised_checkpoints()
+        path, begin, n_obs, n_states = self._layout(request, steps_ck.size)
         try:
-            obs = np.load(marker)
-        except Exception:
+            if os.stat(path).st_size < (begin + n_obs + n_states) * 8:
+                return None  # not written yet, or cut short by a crash: run it
+            obs = _pread_floats(path, begin, n_obs).reshape(request.n_steps, -1)
+        except OSError:
             return None
-        if obs.shape[0] != request.n_steps:
-            return None
-        if one:
-            obs = obs.reshape(request.n_steps, -1)
         steps = np.arange(request.step0 + 1, request.step0 + request.n_steps + 1, dtype=np.int64)
-        return SegmentResult(steps, obs, self._checkpoints(request, states_path),
+        return SegmentResult(steps, obs, self._checkpoints(path, begin, n_obs, steps_ck),
                              provenance=_provenance(), reused=True)
 
     def run_segment(self, request: SegmentRequest) -> SegmentResult:
@@ -240,28 +266,30 @@ class PythonModel(ForwardModel):
                                 f"{type(exc).__name__}: {exc}", request.workdir,
                                 transient=False) from None
         model_time = time.perf_counter() - model0
-        states_path, obs_path = _paths(request.workdir)
-        # the last file written marks a finished segment: the observables, or the states
-        # when they are the observables too.  Written in place, not renamed: a file cut short
-        # by a crash has a header promising more rows than it holds, which np.load refuses,
-        # so `collect` sees no finished segment and it runs again (a rename per segment cost
-        # a directory update on the file system's journal, up to a millisecond here)
-        if self._one_file(request):
-            _save(states_path, states)
-        else:
-            _save(states_path, states)
-            _save(obs_path, obs)
+        path, begin, n_obs, n_states = self._layout(request, ckpt_steps.size)
+        if states.size != n_states:
+            raise ModelRunError(
+                f"segment {request.workdir}: the step function returned states of "
+                f"{states.size // max(1, ckpt_steps.size)} numbers; the initial state has "
+                f"{n_states // max(1, ckpt_steps.size)} (shape {self.state_shape()}): a state "
+                "keeps its size", request.workdir, transient=False)
+        if obs.size != n_obs:  # the driver's validation would refuse it: keep it off the file
+            raise ModelRunError(
+                f"segment {request.workdir}: the model reported observables of shape "
+                f"{obs.shape}; expected ({n}, {len(self.config.observables)}) as listed in "
+                "model.observables", request.workdir, transient=False)
+        _write_record(path, begin, obs, states)
         steps = np.arange(s0 + 1, s0 + n + 1, dtype=np.int64)
-        return SegmentResult(steps, obs, self._checkpoints(request, states_path, ckpt_steps),
+        return SegmentResult(steps, obs, self._checkpoints(path, begin, n_obs, ckpt_steps),
                              wall_time=time.perf_counter() - wall0, model_time=model_time,
                              provenance=_provenance())
 
 
-def _paths(workdir: str) -> tuple[str, str]:
-    """A segment's files: ``<workdir>.states.npy`` and ``<workdir>.observables.npy``, beside
-    the segment directory's path (in the trajectory's directory) — the step function needs no
-    working directory, and a directory per segment cost more than the segment's writes."""
-    return workdir + _STATES, workdir + _OBS
+def _record_file(request: SegmentRequest) -> str:
+    """A segment's record file: its trajectory's (``<trajectory>.f64``), or its own beside its
+    directory's path when the request names no trajectory; the step function needs no
+    working directory, so none is made."""
+    return (request.trajectory or request.workdir) + _SUFFIX
 
 
 # --- the step loop ------------------------------------------------------------------------
@@ -439,35 +467,44 @@ def _seq_to_general(step, observe, state, o, i, noise, s0, n, dt, ckpt_steps, ob
 
 
 # --- files --------------------------------------------------------------------------------
-_HEADERS: dict[tuple, bytes] = {}  # shape -> the .npy header np.save writes for float64 C order
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
-def _save(path: str, arr: np.ndarray) -> None:
-    """``np.save(path, arr)`` for a C-contiguous float64 array, byte for byte the same file,
-    with one ``writev`` (no Python file object, the header built once per shape)."""
-    arr = np.ascontiguousarray(arr, dtype=np.float64)
-    header = _HEADERS.get(arr.shape)
-    if header is None:
-        buf = io.BytesIO()
-        npformat.write_array_header_1_0(buf, npformat.header_data_from_array_1_0(arr))
-        header = _HEADERS[arr.shape] = buf.getvalue()
-    data = memoryview(arr.data).cast("B")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_CLOEXEC
+def _write_record(path: str, begin: int, *arrays: np.ndarray) -> None:
+    """Write the arrays (float64, C order) one after the other at element ``begin`` of the
+    file, with one ``pwritev``; create the file (and the replica's directory) if needed,
+    never truncate it (a re-run rewrites the same bytes; later records stay)."""
+    parts = [memoryview(np.ascontiguousarray(a, dtype="<f8").data).cast("B") for a in arrays]
+    total = sum(p.nbytes for p in parts)
+    flags = os.O_WRONLY | os.O_CREAT | _O_CLOEXEC
     try:
         fd = os.open(path, flags, 0o666)
-    except FileNotFoundError:  # the trajectory's first segment: make its directory
+    except FileNotFoundError:  # the replica's first trajectory: make its directory
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd = os.open(path, flags, 0o666)
     try:
-        done = os.writev(fd, [header, data])
-        total = len(header) + data.nbytes
-        if done < total:  # a short write (very large arrays): write the rest
-            rest = memoryview(header + data.tobytes())[done:]
+        pos = begin * 8
+        done = os.pwritev(fd, parts, pos)
+        if done < total:  # a short write (very large records): write the rest
+            rest = memoryview(b"".join(bytes(p) for p in parts))[done:]
+            pos += done
             while rest:
-                rest = rest[os.write(fd, rest):]
+                k = os.pwrite(fd, rest, pos)
+                rest, pos = rest[k:], pos + k
     finally:
         os.close(fd)
+
+
+def _pread_floats(path: str, begin: int, count: int) -> np.ndarray:
+    """``count`` float64 numbers from element ``begin`` of a record file (a fresh array)."""
+    fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+    try:
+        data = os.pread(fd, count * 8, begin * 8)
+    finally:
+        os.close(fd)
+    if len(data) != count * 8:
+        raise OSError(f"{path}: {len(data)} bytes at element {begin}, expected {count * 8}")
+    return np.frombuffer(data, dtype="<f8").astype(np.float64)
 
 
 _LAYOUTS: dict[bytes, tuple | None] = {}  # .npy header -> (data offset, row shape) or None
@@ -475,7 +512,7 @@ _HEAD = 4096  # bytes read at once: header and, for small states, the row too
 
 
 def _read_row(path: str, index: int) -> np.ndarray | None:
-    """Row ``index`` of a float64 C-order .npy file written by :func:`_save`, read with one
+    """Row ``index`` of a float64 C-order .npy file (the layout before record files), read with one
     or two ``pread``; ``None`` when the file is anything else (the caller uses np.load)."""
     fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
     try:

@@ -2,7 +2,10 @@
 
 Runs each campaign of ``configs/`` to the end in a temporary directory and prints one line per
 campaign: a SHA-256 over its estimates, levels, weights, scores, observables and checkpoint
-steps (no timings, no provenance, canonical row order), and the estimate.  Run it before and
+steps (no timings, no provenance, canonical row order), and the estimate.  A checkpoint's
+``index`` (where a state lies inside its file) is left out: it is the adapter's private
+address, which changed when the python adapter moved from a file per segment to a record
+file per trajectory, while every number of the run stayed.  Run it before and
 after a change of the core; the lines must be identical.
 
 Campaigns whose runner or launcher needs a service (Slurm, Docker, Apptainer) run here with
@@ -49,7 +52,7 @@ def digest(db_path: Path) -> tuple[str, list[float]]:
                                  "start_step"), ("id",)),
                     ("trajectories", ("id", "end_step", "status", "max_score"), ("id",)),
                     ("steps", ("traj", "step", "time", "score", "obs"), ("step", "traj")),
-                    ("checkpoints", ("traj", "step", "index"), ("step", "traj"))):
+                    ("checkpoints", ("traj", "step"), ("step", "traj"))):
                 t = db.table(r, table)
                 order = (np.lexsort(tuple(t[k] for k in key)) if t[key[0]].size
                          else np.zeros(0, int))

@@ -52,8 +52,13 @@ def segment(*, step0: int, n_steps: int, dt: float, every: int, noise_dim: int,
     }
 
 
+# the optional parts of v1 (docs/protocol.md §5a), written only when a campaign asks for them
+OPTIONAL_KEYS = ("trace_format", "checkpoint_file", "state_offset")
+
+
 def write_request(workdir: Path, seg: dict, params: dict, noise: np.ndarray | None = None) -> None:
-    assert tuple(seg) == SEGMENT_KEYS
+    assert tuple(seg)[:len(SEGMENT_KEYS)] == SEGMENT_KEYS
+    assert set(tuple(seg)[len(SEGMENT_KEYS):]) <= set(OPTIONAL_KEYS)
     lines = ["&segment"] + [f"  {k} = {nml_value(v)}," for k, v in seg.items()] + ["/"]
     lines += ["&parameters"] + [f"  {k} = {nml_value(v)}," for k, v in params.items()] + ["/"]
     (workdir / "request.nml").write_text("\n".join(lines) + "\n")
@@ -174,7 +179,7 @@ def fresh(base: Path, name: str) -> Path:
 
 def verify_model(binary: Path, *, name: str, noise_dim: int, n_obs: int, state_bytes: int,
                  params: dict, reference, bitwise: bool, seed_mode: bool,
-                 log=print) -> None:
+                 optional: bool = True, log=print) -> None:
     """Run the protocol checks against one model binary; raise Failure on the first problem.
 
     ``reference(state_in_bytes_or_None, noise[n, d], step0) -> (obs[n, n_obs], states[n] as bytes)``
@@ -225,6 +230,40 @@ def verify_model(binary: Path, *, name: str, noise_dim: int, n_obs: int, state_b
                       f"{tag}: checkpoint {s} bit for bit")
             log(f"  {tag}: restart from ckpt 100 for {n} steps (every {every}) reproduces A's"
                 f" lines 101..{100 + n} exactly; checkpoints {ck_b}")
+
+        # 2b. the optional parts of v1: a binary trace and one checkpoint file per segment
+        if optional:
+            d = fresh(base, "D")
+            seg_d = {**seg_a, "trace_file": "trace.bin", "trace_format": "binary",
+                     "checkpoint_file": "checkpoints.bin", "state_offset": 0}
+            write_request(d, seg_d, params, N)
+            run(binary, d)
+            rows = np.fromfile(d / "trace.bin", dtype="<f8")
+            check(rows.size == 300 * (2 + n_obs), "D: binary trace of 300 rows of float64")
+            rows = rows.reshape(300, 2 + n_obs)
+            steps_a, times_a, _ = read_trace(a / "trace.txt")
+            check(np.array_equal(rows[:, 0], steps_a) and np.array_equal(rows[:, 1], times_a)
+                  and np.array_equal(rows[:, 2:], obs_a),
+                  "D: the binary trace holds the text trace's numbers bit for bit")
+            blob = b"".join((a / checkpoint_name(seg_a, s)).read_bytes() for s in ck)
+            check((d / "checkpoints.bin").read_bytes() == blob,
+                  "D: checkpoints.bin holds A's checkpoints, in step order")
+            check(not list(d.glob(seg_a["checkpoint_prefix"] + "*")),
+                  "D: no file per checkpoint besides checkpoints.bin")
+            e = fresh(base, "E")
+            seg_e = {**segment(step0=200, n_steps=100, dt=dt, every=50, noise_dim=noise_dim,
+                               state_in=str(d / "checkpoints.bin")),
+                     "trace_file": "trace.bin", "trace_format": "binary",
+                     "checkpoint_file": "checkpoints.bin", "state_offset": state_bytes}
+            write_request(e, seg_e, params, N[200:300])
+            run(binary, e)
+            rows_e = np.fromfile(e / "trace.bin", dtype="<f8").reshape(-1, 2 + n_obs)
+            check(np.array_equal(rows_e, rows[200:]),
+                  "E: a restart from the record of step 200 (state_offset) reproduces D")
+            check((e / "checkpoints.bin").read_bytes() == ref_states[249] + ref_states[299],
+                  "E: its checkpoints.bin holds steps 250 and 300 bit for bit")
+            log(f"  D/E: binary trace and checkpoints.bin equal A's text trace and files; a "
+                f"restart at state_offset {state_bytes} (step 200) reproduces steps 201..300")
 
         # 3. seed mode
         if seed_mode:

@@ -50,6 +50,12 @@ class SegmentRequest:
     seed in ``seed`` mode.  ``workdir`` is a fresh directory that belongs to this segment
     alone; its path is a pure function of (replica, trajectory, step0), so a resumed driver
     finds a finished segment's outputs there and ingests them instead of re-running it.
+
+    ``trajectory``: a path (no file of that name exists) naming the segment's trajectory,
+    ``.../rRRRR/tNNNNNNN``, set by the driver.  An adapter that keeps all of a trajectory's
+    states in one file (the python adapter: ``<trajectory>.f64``) names it from this; the
+    driver deletes the files it registered when the trajectory is forgotten.  ``None`` (a
+    request made by hand, ``tams check``): the segment stands alone.
     """
 
     workdir: str
@@ -62,6 +68,7 @@ class SegmentRequest:
     seed: int | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     timeout: float | None = None
+    trajectory: str | None = None
 
     @property
     def t0(self) -> float:
@@ -164,6 +171,12 @@ class ForwardModel(abc.ABC):
     def collect(self, request: SegmentRequest) -> SegmentResult | None:
         """Return the result of a segment already finished in ``request.workdir`` (found on
         disk after a driver crash), or ``None`` when it must be (re-)run."""
+        return None
+
+    def state_bytes(self, ref: StateRef) -> bytes | None:
+        """The bytes of one state, for an adapter whose files hold several states in a layout
+        of its own (``tams check`` compares states byte for byte); ``None`` (the default): the
+        checker compares the whole file, or the row of a ``.npy`` file."""
         return None
 
     def shutdown(self) -> None:

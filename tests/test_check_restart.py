@@ -23,7 +23,7 @@ from orchestrator.cli.check import estimate_cost
 from test_cli_fixes import tams
 
 DW_SRC = REPO / "containers/doublewell2d/doublewell2d.f90"
-RESTORE = "read(u, iostat=ios, iomsg=msg) x, y\n"
+RESTORE = "read(u, pos=state_offset + 1, iostat=ios, iomsg=msg) x, y\n"
 
 
 def _fortran(tmp: Path, source: str, name: str) -> Path:

@@ -2,6 +2,8 @@
 stands for (so the statistical tests, which use it for speed, test what `step` campaigns run)."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -55,19 +57,33 @@ def test_a_wrong_shape_is_one_sentence(tmp_path):
 
 @pytest.mark.parametrize("every", [1, 50])
 def test_a_file_cut_short_by_a_crash_is_not_a_finished_segment(tmp_path, every):
-    """The adapter writes its files in place (no rename): a file a crash cut short must make
-    `collect` report no finished segment, so that the segment runs again."""
+    """The adapter writes its records in place (no rename): a record a crash cut short must
+    make `collect` report no finished segment, so that the segment runs again -- and the
+    next segment of the trajectory, appended to the same file, must not be lost to it."""
     from test_executable import python_model, request
 
     model = python_model()
     req = request(tmp_path / "s00000000", model.initial_state(str(tmp_path)), every=every)
+    req = dataclasses.replace(req, trajectory=str(tmp_path / "t0000000"))
     res = model.run_segment(req)
     again = model.collect(req)
     assert again is not None
     assert np.array_equal(again.observables, res.observables)
-    marker = req.workdir + (".states.npy" if every == 1 else ".observables.npy")
-    data = open(marker, "rb").read()
-    open(marker, "wb").write(data[:-8])
+    record = tmp_path / "t0000000.f64"
+    assert not (tmp_path / "t0000000").exists()  # no directory per trajectory
+    data = record.read_bytes()
+    record.write_bytes(data[:-8])
     assert model.collect(req) is None
-    open(marker, "wb").write(data[:100])
+    record.write_bytes(data[:100])
     assert model.collect(req) is None
+    # run again over the cut file: the same bytes; then a second segment appends its record
+    model.run_segment(req)
+    assert record.read_bytes() == data
+    last = res.checkpoints.ref(res.checkpoints.steps.size - 1)
+    nxt = dataclasses.replace(req, workdir=str(tmp_path / f"s{req.n_steps:08d}"), start=last,
+                              step0=req.n_steps)
+    res2 = model.run_segment(nxt)
+    assert record.read_bytes()[:len(data)] == data
+    assert len(record.read_bytes()) > len(data)
+    assert res2.checkpoints.index[0] > res.checkpoints.index[-1]
+    assert model.collect(req) is not None and model.collect(nxt) is not None

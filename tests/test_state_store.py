@@ -41,8 +41,13 @@ def du(path: Path) -> int:
     return total
 
 
-def long_campaign(tmp_path, keep, **kw):
-    return write_campaign(tmp_path, keep, replicas=1, model=FORTRAN_MODEL, tams__trajectories=10,
+# issue 15: the same with every checkpoint of a segment in one file (and a binary trace)
+FEW_FILES = {**FORTRAN_MODEL, "checkpoint_file": "checkpoints.bin", "trace_format": "binary",
+             "trace_file": "trace.bin"}
+
+
+def long_campaign(tmp_path, keep, model=FORTRAN_MODEL, **kw):
+    return write_campaign(tmp_path, keep, replicas=1, model=model, tams__trajectories=10,
                           tams__kill_per_iteration=1, tams__horizon=3.0, tams__segment_steps=100,
                           tams__max_iterations=60, runner__workers=2, database__keep_states=keep,
                           **kw)
@@ -68,13 +73,16 @@ def run_sampled(path, db) -> tuple[list[tuple[float, int]], Path]:
     return samples, driver.run_dir
 
 
-def test_live_states_bounded_and_sufficient(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("model", [FORTRAN_MODEL, FEW_FILES], ids=["file-per-checkpoint",
+                                                                     "checkpoint-file"])
+def test_live_states_bounded_and_sufficient(tmp_path, monkeypatch, capsys, model):
     monkeypatch.chdir(tmp_path)
     states = tmp_path / "states-live"  # database.run_dir: `tams status` must measure it
-    samples, run_dir = run_sampled(long_campaign(tmp_path, "live", database__run_dir=str(states)),
+    samples, run_dir = run_sampled(long_campaign(tmp_path, "live", model,
+                                                 database__run_dir=str(states)),
                                    tmp_path / "live.h5")
     assert run_dir == states
-    _, all_dir = run_sampled(long_campaign(tmp_path, "all"), tmp_path / "all.h5")
+    _, all_dir = run_sampled(long_campaign(tmp_path, "all", model), tmp_path / "all.h5")
     with Database(tmp_path / "live.h5") as db:
         assert db.replica(0).iterations >= 50  # long enough to show growth, if any
         created = db.table(0, "created")

@@ -16,6 +16,7 @@ from orchestrator import config
 from orchestrator.cli import main
 from orchestrator.cli.checkdb import check_database
 from orchestrator.runtime.driver import Driver
+from test_executable import FORTRAN_MODEL
 
 pytestmark = pytest.mark.slow  # repeated SIGKILLs of long campaigns
 
@@ -29,9 +30,15 @@ def _segments(db) -> int:
         return 0
 
 
-def test_three_kills_check_db_and_identical(tmp_path):
+@pytest.mark.parametrize("model", ["python", "checkpoint-file"])
+def test_three_kills_check_db_and_identical(tmp_path, model):
+    """The python adapter (a record file per trajectory), and the Fortran model with every
+    checkpoint of a segment in one file and a binary trace (issue 15)."""
     ref_db = tmp_path / "ref.h5"
-    path = write_campaign(tmp_path, name="ref")
+    kw = {} if model == "python" else {"model": {
+        **FORTRAN_MODEL, "checkpoint_file": "checkpoints.bin", "trace_format": "binary",
+        "trace_file": "trace.bin", "checkpoint_every": 10}}
+    path = write_campaign(tmp_path, name="ref", **kw)
     Driver(config.load(path), db_path=str(ref_db)).run()
     reference = digest(ref_db)
     assert check_database(ref_db) == []

@@ -309,6 +309,12 @@ int main(int argc, char **argv)
     const char *noise_file = get_str(S, "noise_file", "");
     long long noise_dim = get_int(S, "noise_dim");
     const char *trace_file = get_str(S, "trace_file", NULL);
+    /* optional parts of v1, present only when the campaign uses them */
+    const char *trace_format = get_str(S, "trace_format", "text");
+    const char *ck_file = get_str(S, "checkpoint_file", "");
+    long long state_offset = lookup(S, "state_offset") ? get_int(S, "state_offset") : -1;
+    int binary = !strcmp(trace_format, "binary");
+    if (!binary && strcmp(trace_format, "text")) die("trace_format must be 'text' or 'binary', not '%s'", trace_format);
 
     double mu2 = get_real(P, "mu2", "6.2");
     double pbar = get_real(P, "pbar", "1.1");
@@ -331,9 +337,16 @@ int main(int argc, char **argv)
     } else {
         struct stat st;
         if (stat(state_in, &st) != 0) die("state_in %s: %s", state_in, strerror(errno));
-        if (st.st_size != (off_t)sizeof(double)) die("state_in %s is not 8 bytes (one float64)", state_in);
+        if (state_offset < 0) {                      /* a file per checkpoint: exactly one state */
+            if (st.st_size != (off_t)sizeof(double)) die("state_in %s is not 8 bytes (one float64)", state_in);
+            state_offset = 0;
+        } else if (state_offset % 8 || state_offset + 8 > (long long)st.st_size) {
+            die("state_offset %lld is not a record of state_in %s (%lld bytes)", state_offset,
+                state_in, (long long)st.st_size);
+        }
         FILE *f = fopen(state_in, "rb");
-        if (!f || fread(&y, sizeof y, 1, f) != 1) die("cannot read state_in %s", state_in);
+        if (!f || fseek(f, (long)state_offset, SEEK_SET) != 0 || fread(&y, sizeof y, 1, f) != 1)
+            die("cannot read state_in %s", state_in);
         fclose(f);
     }
 
@@ -357,21 +370,33 @@ int main(int argc, char **argv)
         die("noise_mode must be 'file' or 'seed', not '%s'", noise_mode);
     }
 
-    FILE *trace = fopen(trace_file, "w");
+    FILE *trace = fopen(trace_file, binary ? "wb" : "w");
     if (!trace) die("cannot create trace_file %s: %s", trace_file, strerror(errno));
+    FILE *ckf = NULL;                                /* checkpoint_file: every checkpoint here */
+    if (ck_file[0] && !(ckf = fopen(ck_file, "wb")))
+        die("cannot create checkpoint_file %s: %s", ck_file, strerror(errno));
     char name[VAL_LEN + 64];
     const double amp = sigma * sqrt(dt);
     for (long long i = 1; i <= n_steps; i++) {
         double xi = noise ? noise[i - 1] : rng_normal();
         y = y + dt * (pbar - y * (1.0 + mu2 * (1.0 - y) * (1.0 - y))) + amp * xi;
         long long step = step0 + i;
-        if (fprintf(trace, "%lld %.17g %.17g %.17g\n", step, (double)step * dt, 1.0 - y, y) < 0)
+        if (binary) {                                /* rows of float64: step, time, q, y */
+            double row[4] = {(double)step, (double)step * dt, 1.0 - y, y};
+            if (fwrite(row, sizeof row, 1, trace) != 1) die("cannot write trace_file %s", trace_file);
+        } else if (fprintf(trace, "%lld %.17g %.17g %.17g\n", step, (double)step * dt, 1.0 - y, y) < 0) {
             die("cannot write trace_file %s", trace_file);
+        }
         if (step % every == 0 || i == n_steps) {
-            snprintf(name, sizeof name, "%s%0*lld%s", ck_prefix, (int)ck_digits, step, ck_suffix);
-            write_checkpoint(name, y);
+            if (ckf) {
+                if (fwrite(&y, sizeof y, 1, ckf) != 1) die("cannot write checkpoint_file %s", ck_file);
+            } else {
+                snprintf(name, sizeof name, "%s%0*lld%s", ck_prefix, (int)ck_digits, step, ck_suffix);
+                write_checkpoint(name, y);
+            }
         }
     }
+    if (ckf && fclose(ckf) != 0) die("cannot write checkpoint_file %s: %s", ck_file, strerror(errno));
     if (fclose(trace) != 0) die("cannot write trace_file %s: %s", trace_file, strerror(errno));
     free(noise);
     return 0;

@@ -85,16 +85,21 @@ program doublewell2d
   real(real64) :: dt, t0
   character(len=L) :: state_in, checkpoint_prefix, checkpoint_suffix, noise_mode, noise_file, &
                       trace_file
+  ! the optional parts of v1 (present only when the campaign uses them): declared all the same
+  character(len=L) :: trace_format, checkpoint_file
+  integer(int64) :: state_offset
   namelist /segment/ protocol_version, state_in, step0, n_steps, dt, t0, checkpoint_every, &
                      checkpoint_prefix, checkpoint_digits, checkpoint_suffix, noise_mode, &
-                     noise_file, noise_dim, seed, trace_file
+                     noise_file, noise_dim, seed, trace_file, trace_format, checkpoint_file, &
+                     state_offset
   ! &parameters: the model's own parameters, all with defaults
   real(real64) :: eps = 0.1_real64, x0 = -1.0_real64, y0 = 0.0_real64
   namelist /parameters/ eps, x0, y0
 
   character(len=L) :: request, msg, ckname
   character(len=32) :: ckfmt
-  integer :: u, ios, tu
+  integer :: u, ios, tu, cu
+  logical :: binary
   integer(int64) :: i, step, nbytes
   real(real64), allocatable :: noise(:, :)
   real(real64) :: x, y, xn, yn, s, xi1, xi2
@@ -108,6 +113,7 @@ program doublewell2d
   checkpoint_every = -1; checkpoint_digits = -1; noise_dim = -1; seed = -1
   state_in = ''; checkpoint_prefix = 'ckpt_'; checkpoint_suffix = '.bin'
   noise_mode = ''; noise_file = ''; trace_file = ''
+  trace_format = 'text'; checkpoint_file = ''; state_offset = -1
 
   open(newunit=u, file=trim(request), status='old', action='read', iostat=ios, iomsg=msg)
   if (ios /= 0) call die('cannot open request '//trim(request)//': '//trim(msg))
@@ -127,6 +133,8 @@ program doublewell2d
   if (noise_dim /= 2) call die('noise_dim must be 2 for this model')
   if (len_trim(trace_file) == 0) call die('trace_file missing')
   if (.not. (eps >= 0.0_real64)) call die('parameter eps must be >= 0')
+  binary = trim(trace_format) == 'binary'
+  if (.not. binary .and. trim(trace_format) /= 'text') call die("trace_format must be 'text' or 'binary'")
 
   ! initial state
   if (len_trim(state_in) == 0) then
@@ -134,11 +142,16 @@ program doublewell2d
   else
     inquire(file=trim(state_in), exist=exists, size=nbytes)
     if (.not. exists) call die('state_in not found: '//trim(state_in))
-    if (nbytes /= 16) call die('state_in is not 16 bytes (two float64): '//trim(state_in))
+    if (state_offset < 0) then                   ! a file per checkpoint: exactly one state
+      if (nbytes /= 16) call die('state_in is not 16 bytes (two float64): '//trim(state_in))
+      state_offset = 0
+    else if (mod(state_offset, 16_int64) /= 0 .or. state_offset + 16 > nbytes) then
+      call die('state_offset is not a record of state_in: '//trim(state_in))
+    end if
     open(newunit=u, file=trim(state_in), access='stream', form='unformatted', status='old', &
          action='read', iostat=ios, iomsg=msg)
     if (ios /= 0) call die('cannot open state_in: '//trim(msg))
-    read(u, iostat=ios, iomsg=msg) x, y
+    read(u, pos=state_offset + 1, iostat=ios, iomsg=msg) x, y
     if (ios /= 0) call die('cannot read state_in: '//trim(msg))
     close(u)
   end if
@@ -163,8 +176,18 @@ program doublewell2d
     call die("noise_mode must be 'file' or 'seed'")
   end select
 
-  open(newunit=tu, file=trim(trace_file), status='replace', action='write', iostat=ios, iomsg=msg)
+  if (binary) then                               ! rows of float64: step, time, x, y
+    open(newunit=tu, file=trim(trace_file), access='stream', form='unformatted', &
+         status='replace', action='write', iostat=ios, iomsg=msg)
+  else
+    open(newunit=tu, file=trim(trace_file), status='replace', action='write', iostat=ios, iomsg=msg)
+  end if
   if (ios /= 0) call die('cannot create trace_file: '//trim(msg))
+  if (len_trim(checkpoint_file) > 0) then        ! every checkpoint of the segment in one file
+    open(newunit=cu, file=trim(checkpoint_file), access='stream', form='unformatted', &
+         status='replace', action='write', iostat=ios, iomsg=msg)
+    if (ios /= 0) call die('cannot create checkpoint_file: '//trim(msg))
+  end if
 
   s = sqrt(eps*dt)
   do i = 1, n_steps
@@ -177,9 +200,16 @@ program doublewell2d
     yn = y - 2.0d0*dt*y + s*xi2
     x = xn; y = yn
     step = step0 + i
-    write(tu, '(I0,3(1X,ES24.16E3))', iostat=ios, iomsg=msg) step, real(step, real64)*dt, x, y
+    if (binary) then
+      write(tu, iostat=ios, iomsg=msg) real(step, real64), real(step, real64)*dt, x, y
+    else
+      write(tu, '(I0,3(1X,ES24.16E3))', iostat=ios, iomsg=msg) step, real(step, real64)*dt, x, y
+    end if
     if (ios /= 0) call die('cannot write trace_file: '//trim(msg))
-    if (mod(step, checkpoint_every) == 0 .or. i == n_steps) then
+    if ((mod(step, checkpoint_every) == 0 .or. i == n_steps) .and. len_trim(checkpoint_file) > 0) then
+      write(cu, iostat=ios, iomsg=msg) x, y
+      if (ios /= 0) call die('cannot write checkpoint_file: '//trim(msg))
+    else if (mod(step, checkpoint_every) == 0 .or. i == n_steps) then
       ! zero-padded to checkpoint_digits, wider if the step needs more digits (like C's %0*lld)
       write(ckfmt, '(A,I0,A)') '(A,I0.', max(checkpoint_digits, ndigits(step)), ',A)'
       write(ckname, ckfmt) trim(checkpoint_prefix), step, trim(checkpoint_suffix)
@@ -193,6 +223,10 @@ program doublewell2d
   end do
   close(tu, iostat=ios, iomsg=msg)
   if (ios /= 0) call die('cannot close trace_file: '//trim(msg))
+  if (len_trim(checkpoint_file) > 0) then
+    close(cu, iostat=ios, iomsg=msg)
+    if (ios /= 0) call die('cannot close checkpoint_file: '//trim(msg))
+  end if
 
 contains
   integer function ndigits(n)

@@ -48,9 +48,13 @@ int main(int argc, char **argv)
     double dt = strtod(get("dt", NULL), NULL);
     double sigma = strtod(get("sigma", "0.5"), NULL), x = strtod(get("x0", "0.0"), NULL);
     const char *state_in = get("state_in", "");
+    const char *fmt = get("trace_format", "text"), *ckfile = get("checkpoint_file", "");
+    int binary = !strcmp(fmt, "binary");               /* optional parts of v1 (section 5a) */
+    if (!binary && strcmp(fmt, "text")) die("trace_format must be text or binary");
 
     if (state_in[0]) {                                  /* restart from the given checkpoint */
-        if (!(f = fopen(state_in, "rb")) || fread(&x, 8, 1, f) != 1) die("cannot read state_in");
+        if (!(f = fopen(state_in, "rb")) || fseek(f, atol(get("state_offset", "0")), SEEK_SET)
+            || fread(&x, 8, 1, f) != 1) die("cannot read state_in");
         fclose(f);
     }
     double *noise = malloc(8 * (size_t)n_steps);       /* raw little-endian float64 */
@@ -58,19 +62,24 @@ int main(int argc, char **argv)
         || fread(noise, 8, (size_t)n_steps, f) != (size_t)n_steps) die("cannot read noise_file");
     fclose(f);
 
-    FILE *trace = fopen(get("trace_file", NULL), "w");
+    FILE *trace = fopen(get("trace_file", NULL), binary ? "wb" : "w"), *ck = NULL;
     if (!trace) die("cannot create trace_file");
+    if (ckfile[0] && !(ck = fopen(ckfile, "wb"))) die("cannot create checkpoint_file");
     char name[8192];
     for (long long i = 1; i <= n_steps; i++) {
         x = x - dt * x + sigma * sqrt(dt) * noise[i - 1];
         long long step = step0 + i;
-        fprintf(trace, "%lld %.17g %.17g\n", step, (double)step * dt, x);   /* step time obs... */
-        if (step % every == 0 || i == n_steps) {
+        double row[3] = {(double)step, (double)step * dt, x};              /* step time obs... */
+        if (binary) fwrite(row, 8, 3, trace);
+        else fprintf(trace, "%lld %.17g %.17g\n", step, row[1], x);
+        if ((step % every == 0 || i == n_steps) && ck) {
+            if (fwrite(&x, 8, 1, ck) != 1) die("checkpoint_file");           /* one record each */
+        } else if (step % every == 0 || i == n_steps) {
             snprintf(name, sizeof name, "%s%0*lld%s", get("checkpoint_prefix", NULL), digits,
                      step, get("checkpoint_suffix", NULL));
             if (!(f = fopen(name, "wb")) || fwrite(&x, 8, 1, f) != 1 || fclose(f)) die("checkpoint");
         }
     }
-    if (fclose(trace)) die("cannot write trace_file");
+    if (fclose(trace) || (ck && fclose(ck))) die("cannot write trace_file or checkpoint_file");
     return 0;
 }

@@ -39,7 +39,13 @@ from orchestrator.core import noise as nz
 from orchestrator.core.segments import validate
 from orchestrator.core.window import running_means
 from orchestrator.errors import UserError
-from orchestrator.model import ModelRunError, SegmentRequest, SegmentResult, StateRef
+from orchestrator.model import (
+    ForwardModel,
+    ModelRunError,
+    SegmentRequest,
+    SegmentResult,
+    StateRef,
+)
 from orchestrator.runtime.driver import Driver
 
 CAUSES = ("usually a state variable missing from the checkpoint (every prognostic field, every "
@@ -120,8 +126,12 @@ class _Checker:
         return StateRef(dst, ref.index)
 
 
-def _state_bytes(ref: StateRef) -> bytes:
-    """The bytes of one state: the file, or its row when one .npy file holds many states."""
+def _state_bytes(ref: StateRef, model: ForwardModel) -> bytes:
+    """The bytes of one state: as its adapter reads them, else the file, or its row when one
+    .npy file holds many states."""
+    own = model.state_bytes(ref)
+    if own is not None:
+        return own
     if ref.index < 0:
         with open(ref.path, "rb") as f:
             return f.read()
@@ -131,9 +141,9 @@ def _state_bytes(ref: StateRef) -> bytes:
         return f.read()
 
 
-def _state_size(ref: StateRef) -> int:
-    if ref.index >= 0 and ref.path.endswith(".npy"):
-        return len(_state_bytes(ref))
+def _state_size(ref: StateRef, model: ForwardModel) -> int:
+    if ref.index >= 0:
+        return len(_state_bytes(ref, model))
     return os.path.getsize(ref.path)
 
 
@@ -160,13 +170,15 @@ def _trace_diff(names: list[str], obs_a, obs_b, steps, times_a=None, times_b=Non
     return (int(steps[trow]), "the time column of the trace", times_a[trow], times_b[trow])
 
 
-def _ckpt_diff(a: SegmentResult, b: SegmentResult) -> tuple[int, int, int] | None:
+def _ckpt_diff(a: SegmentResult, b: SegmentResult,
+               model: ForwardModel) -> tuple[int, int, int] | None:
     """(step, first differing byte, size) of the first checkpoint both runs wrote that differs."""
     common = np.intersect1d(a.checkpoints.steps, b.checkpoints.steps)
     for step in common:
         ia = int(np.flatnonzero(a.checkpoints.steps == step)[0])
         ib = int(np.flatnonzero(b.checkpoints.steps == step)[0])
-        x, y = _state_bytes(a.checkpoints.ref(ia)), _state_bytes(b.checkpoints.ref(ib))
+        x, y = (_state_bytes(a.checkpoints.ref(ia), model),
+                _state_bytes(b.checkpoints.ref(ib), model))
         if x != y:
             n = min(len(x), len(y))
             off = next((i for i in range(n) if x[i] != y[i]), n)
@@ -238,7 +250,7 @@ def check(path: str, n_steps: int | None = None, guess_p: float | None = None) -
                 f"{loaded.path}: the model is not deterministic: the same request run twice "
                 f"first differs at step {d[0]}, in {d[1]} ({_fmt(d[3])} against {_fmt(d[2])}); "
                 f"{NONDETERMINISM}; TAMS needs the same bits from the same request.")
-        cd = _ckpt_diff(res, again.res)
+        cd = _ckpt_diff(res, again.res, model)
         if cd is not None:
             raise UserError(
                 f"{loaded.path}: the model is not deterministic: the same request run twice "
@@ -263,7 +275,7 @@ def check(path: str, n_steps: int | None = None, guess_p: float | None = None) -
             if d is not None:
                 raise UserError(_restart_sentence(loaded.path, d, how))
             for part in (first, second):
-                cd = _ckpt_diff(res, part.res)
+                cd = _ckpt_diff(res, part.res, model)
                 if cd is not None:
                     raise UserError(_ckpt_sentence(loaded.path, cd, how))
             tested = f"split at step {m}: traces and checkpoints equal the unsplit run's"
@@ -277,7 +289,7 @@ def check(path: str, n_steps: int | None = None, guess_p: float | None = None) -
                                 branch.times)
                 if d is not None:
                     raise UserError(_restart_sentence(loaded.path, d, how))
-                cd = _ckpt_diff(res, branch.res)
+                cd = _ckpt_diff(res, branch.res, model)
                 if cd is not None:
                     raise UserError(_ckpt_sentence(loaded.path, cd, how))
                 tested += f"; restart from the mid-segment checkpoint of step {m}: equal"
@@ -295,7 +307,7 @@ def check(path: str, n_steps: int | None = None, guess_p: float | None = None) -
                     f"the checkpoint of step {m} with the same seed, run twice, first differs at "
                     f"step {d[0]}, in {d[1]} ({_fmt(d[3])} against {_fmt(d[2])}); {CAUSES}; "
                     "fix the model's restart (docs/wrapping.md) and run `tams check` again.")
-            cd = _ckpt_diff(second.res, twice.res)
+            cd = _ckpt_diff(second.res, twice.res, model)
             if cd is not None:
                 raise UserError(_ckpt_sentence(loaded.path, cd, "a restarted segment run twice"))
             print(f"restart: deterministic (from the checkpoint of step {m}, the same seed twice "
@@ -303,7 +315,7 @@ def check(path: str, n_steps: int | None = None, guess_p: float | None = None) -
                   "with an unsplit run cannot be compared: check it once with `noise: file` if "
                   "the model can read a noise file (docs/wrapping.md)")
         one = ck.run(ck.request("one-step", initial, 0, 1), "1-step")
-        _cost(loaded, s, full, again, one, guess_p)
+        _cost(loaded, model, s, full, again, one, guess_p)
     finally:
         if not ck.keep:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -374,13 +386,14 @@ def _human_seconds(t: float) -> str:
     return f"{t / 86400:.3g} days"
 
 
-def _cost(loaded, s, full: _Run, again: _Run, start: _Run, guess_p: float | None) -> None:
+def _cost(loaded, model, s, full: _Run, again: _Run, start: _Run,
+          guess_p: float | None) -> None:
     n = full.req.n_steps
     # a model start is what a 1-step segment costs; the rest of a segment is its steps
     start_cost = min(start.wall, full.wall, again.wall)
     per_step = max(min(full.wall, again.wall) - start_cost, 0.0) / max(1, n - 1)
     ck = full.res.checkpoints
-    size = _state_size(ck.ref(ck.steps.size - 1))
+    size = _state_size(ck.ref(ck.steps.size - 1), model)
     step_text = (f"{per_step:.3g} s per model step" if per_step > 0 else
                  "model steps too fast to measure next to a model start")
     print(f"cost: {step_text}, about {start_cost:.3g} s per model start, "

@@ -27,7 +27,7 @@ from orchestrator.core import noise as nz
 from orchestrator.core.algorithm import Outcome, Status
 from orchestrator.core.checkpoints import CheckpointRuns
 from orchestrator.core.meta import Settings
-from orchestrator.core.segments import Task, segment_dir, validate
+from orchestrator.core.segments import Task, segment_dir, trajectory_dir, validate
 from orchestrator.core.tree import Traj, Tree
 from orchestrator.core.window import Windows
 from orchestrator.model import SegmentRequest, SegmentResult, StateRef
@@ -73,6 +73,11 @@ class Ensemble:
     @property
     def garbage(self) -> list[int]:
         return self.tree.garbage
+
+    @property
+    def garbage_files(self) -> list[str]:
+        """State files of forgotten trajectories (cleared by the driver with ``garbage``)."""
+        return self.tree.garbage_files
 
     @property
     def done(self) -> bool:
@@ -166,7 +171,8 @@ class Ensemble:
             seed = nz.segment_seed(t.key, p)
         req = SegmentRequest(workdir=segment_dir(self.run_dir, self.r, t.id, p), start=start,
                              step0=p, n_steps=n, dt=s.dt, checkpoint_every=s.checkpoint_every,
-                             noise=noise, seed=seed, parameters=s.parameters, timeout=s.timeout)
+                             noise=noise, seed=seed, parameters=s.parameters, timeout=s.timeout,
+                             trajectory=trajectory_dir(self.run_dir, self.r, t.id))
         t.in_flight = True
         self.in_flight += 1
         return Task(self.r, t.id, req)
@@ -242,14 +248,15 @@ class Ensemble:
     def _ingest_checkpoints(self, t: Traj, res: SegmentResult, first: int, last: int) -> None:
         ck = res.checkpoints
         idx = np.flatnonzero((ck.steps >= first) & (ck.steps <= last))
-        if not idx.size:
-            return
         ids = np.empty(len(ck.files), dtype=np.int64)
         for i, f in enumerate(ck.files):
             fid, new = self.tree.file_id(f)
             ids[i] = fid
             if new:
                 self.events.append(ev.StateFileRegistered(self.r, fid, self.rel(f)))
+        if not idx.size:  # no checkpoint of its own steps: its files still go with it
+            t.extra_files = (t.extra_files or []) + ids.tolist()
+            return
         fids = ids[ck.file_of[idx]]
         steps, index = ck.steps[idx], ck.index[idx]
         self.events.append(ev.CheckpointsRecorded(self.r, t.id, steps, fids, index))

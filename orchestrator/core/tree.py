@@ -8,7 +8,8 @@ being its *owner's* keyed noise, so a child replays its parent's noise up to the
 
 It also owns the reference counts that bound memory: a trajectory is kept while it is a
 member of the ensemble or has a kept descendant; the others are forgotten (their ids go to
-``garbage``, whose directories the driver deletes once the forgetting is committed).
+``garbage``, the state files they wrote to ``garbage_files``; the driver deletes both their
+directories and those files once the forgetting is committed).
 
 No I/O: paths are strings, state files are never opened.
 """
@@ -41,6 +42,9 @@ class Traj:
     scores: list = field(default_factory=list)  # arrays of own scores (steps branch+1 ...)
     n_own: int = 0
     ck: CheckpointRuns = field(default_factory=CheckpointRuns)  # on its own steps
+    # files its segments wrote that hold none of its checkpoints (a segment that ended early,
+    # before its first checkpoint): deleted with it all the same
+    extra_files: list[int] | None = None
     status: Status = Status.RUNNING
     end: int = -1
     max_score: float = -math.inf
@@ -80,6 +84,7 @@ class Tree:
         self.paths: dict[int, str] = {}  # file id -> absolute path
         self.n_files = 0  # rows of the files table
         self.garbage: list[int] = []  # forgotten ids whose files may go after a commit
+        self.garbage_files: list[str] = []  # the state files those wrote (absolute paths)
 
     def __getitem__(self, tid: int) -> Traj:
         return self.trajs[tid]
@@ -180,11 +185,18 @@ class Tree:
                 return
             del self.trajs[t.id]
             self.garbage.append(t.id)
-            for fid in t.ck.files().tolist():
-                self.files.pop(self.paths.pop(fid, None), None)  # type: ignore[arg-type]
+            self._forget_files(t)
             if t.parent < 0:
                 return
             t = self.trajs[t.parent]
+
+    def _forget_files(self, t: Traj) -> None:
+        fids = t.ck.files().tolist() + (t.extra_files or [])
+        for fid in fids:
+            path = self.paths.pop(fid, None)
+            if path is not None:
+                self.files.pop(path, None)
+                self.garbage_files.append(path)
 
     def keep_only_ancestry_of(self, members: list[int]) -> None:
         """Forget every trajectory no member descends from and set the reference counts of
@@ -195,7 +207,7 @@ class Tree:
                 live.add(tid)
                 tid = self.trajs[tid].parent
         for tid in [t for t in self.trajs if t not in live]:
-            del self.trajs[tid]
+            self._forget_files(self.trajs.pop(tid))
             self.garbage.append(tid)
         for t in self.trajs.values():
             t.refs = 0

@@ -16,6 +16,7 @@ driver then commits, records the run as stopped (when and why) and raises
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import json
 import logging
@@ -403,9 +404,18 @@ class Driver:
             signal.signal(sig, handler)
 
     def _collect_garbage(self, replicas: list[Ensemble], delete: bool) -> None:
-        """Delete the directories of trajectories no live trajectory descends from.  Runs only
-        after a commit, so a crash can never resume into a state whose files are gone."""
+        """Delete the directories, and the state files outside them, of trajectories no live
+        trajectory descends from.  Runs only after a commit, so a crash can never resume into
+        a state whose files are gone."""
         for rep in replicas:
-            for tid in rep.garbage if delete else ():
-                shutil.rmtree(trajectory_dir(rep.run_dir, rep.r, tid), ignore_errors=True)
+            if delete:
+                dirs = [trajectory_dir(rep.run_dir, rep.r, tid) + os.sep for tid in rep.garbage]
+                for d in dirs:
+                    shutil.rmtree(d, ignore_errors=True)
+                inside = tuple(dirs)
+                for path in rep.garbage_files:
+                    if not path.startswith(inside):  # those went with their directory
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(path)
             rep.garbage.clear()
+            rep.garbage_files.clear()

@@ -92,11 +92,21 @@ def _htex(address: str, run_dir: Path, provider, workers: int, python: str, **kw
 @dataclass(frozen=True)
 class ParslPart:
     """What a runner kind contributes to the Parsl Config: its executor (labelled ``tams``)
-    and the scaling strategy that keeps its blocks (Parsl's ``strategy`` names)."""
+    and the scaling strategy that keeps its blocks (Parsl's ``strategy`` names).
+
+    ``direct``: the executor is driven without a DataFlowKernel (started, given tasks and
+    shut down by :class:`Executor` itself).  For an executor in this process with no blocks
+    to scale, the DFK adds nothing the driver uses -- the driver has its own retry policy,
+    no app depends on another's future, there is no memoization, checkpointing or
+    monitoring -- but its per-task bookkeeping (task record, state transitions, the app
+    wrapper, done-callbacks) cost ~300 µs of CPU per segment in the driver's process: 2-3 µs
+    per model step of the README example, a quarter of the run (docs/performance.md).
+    Globus Compute drives Parsl executors the same way."""
 
     executor: Any
     strategy: str = "none"
     strategy_period: float = 5.0
+    direct: bool = False
 
 
 class ThreadsRunner(RunnerSection):
@@ -107,7 +117,7 @@ class ThreadsRunner(RunnerSection):
 
     def parsl_executor(self, run_dir: Path) -> ParslPart:
         from parsl.executors import ThreadPoolExecutor
-        return ParslPart(ThreadPoolExecutor(label="tams", max_threads=self.workers))
+        return ParslPart(ThreadPoolExecutor(label="tams", max_threads=self.workers), direct=True)
 
 
 class ProcessesRunner(RunnerSection):
@@ -158,10 +168,9 @@ class SlurmRunner(RunnerSection):
         return ParslPart(executor, strategy="htex_auto_scale", strategy_period=1.0)
 
 
-def parsl_config(runner: RunnerSection, run_dir: Path):
-    """Compose a Parsl Config from the runner section: its kind builds the executor."""
+def parsl_config(part: ParslPart, run_dir: Path):
+    """Compose a Parsl Config from a runner kind's part (its executor and strategy)."""
     from parsl.config import Config
-    part = runner.parsl_executor(run_dir)
     return Config(executors=[part.executor], run_dir=str(run_dir / "parsl"),
                   strategy=part.strategy, strategy_period=part.strategy_period,
                   max_idletime=3600.0, initialize_logging=False, usage_tracking=0)
@@ -239,6 +248,7 @@ class Executor:
         self.run_dir = run_dir
         self.dfk: DataFlowKernel | None = None
         self._app: Callable[..., Future] | None = None  # the Parsl app, once entered
+        self._direct: Any = None  # a Parsl executor driven without a DFK (ParslPart.direct)
         self._capacity = 0
         self._capacity_at = -1e9
         self._elastic = False  # blocks come and go (a batch system): count connected workers
@@ -251,7 +261,14 @@ class Executor:
         (self.run_dir / "parsl").mkdir(parents=True, exist_ok=True)
         for name in ("parsl", "parsl.dataflow", "parsl.executors"):
             logging.getLogger(name).setLevel(logging.WARNING)
-        config = parsl_config(self.runner, self.run_dir)
+        part = self.runner.parsl_executor(self.run_dir)
+        if part.direct:
+            ex = part.executor
+            ex.run_dir = str(self.run_dir / "parsl")
+            ex.start()
+            self._direct = ex
+            return self
+        config = parsl_config(part, self.run_dir)
         self._elastic = config.strategy not in (None, "none")  # e.g. Slurm blocks
         self.dfk = parsl.load(config)
         self._app = python_app(run_segment, executors=["tams"], data_flow_kernel=self.dfk,
@@ -259,6 +276,8 @@ class Executor:
         return self
 
     def submit(self, spec, request: SegmentRequest, collect: bool = True) -> Future:
+        if self._direct is not None:
+            return self._direct.submit(run_segment, {}, spec, request, collect, self.pool)
         assert self._app is not None, "submit() outside `with Executor(...)`"
         return self._app(spec, request, collect, self.pool)
 
@@ -301,6 +320,11 @@ class Executor:
         self.close()
 
     def close(self) -> None:
+        if self._direct is not None:
+            ex, self._direct = self._direct, None
+            shutdown_models(self.pool)  # stop the model runs; the threads then finish
+            ex.shutdown(block=True)
+            return
         if self.dfk is None:
             return
         import parsl
