@@ -90,6 +90,22 @@ def _mutate(mutation: str | None) -> None:
         nz.trajectory_key = key
 
 
+class _EqualWeights:
+    """The read API with every trajectory of a replica weighing the same (the mutation of the
+    diagnostics: a level-crossing curve or composite that forgets the TAMS weights)."""
+
+    def __init__(self, db):
+        self._db = db
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+    def weights(self, r):
+        w = self._db.weights(r)
+        n = w["id"].size
+        return dict(w, log_weight=np.full(n, -math.log(n)))
+
+
 def run_batch(kind: str, seed: int, replicas: int, mutation: str | None = None) -> np.ndarray:
     """One campaign through the real driver: per replica, its estimate (montecarlo, tams:
     shape (R,); gklt: the curve at THRESHOLDS from the stored paths, and the replica's own
@@ -113,7 +129,11 @@ def run_batch(kind: str, seed: int, replicas: int, mutation: str | None = None) 
                 est = np.round(est * MC_M)
             from orchestrator.core.diagnostics import replica_sums
             db = res.database()
-            return est, [replica_sums(db, r, LEVELS, MAX_LAG) for r in range(replicas)]
+            sums = [replica_sums(db, r, LEVELS, MAX_LAG) for r in range(replicas)]
+            if kind == "tams":  # the diagnostics' mutation, on the same run: TAMS weights ignored
+                flat = _EqualWeights(db)
+                sums += [replica_sums(flat, r, LEVELS, MAX_LAG) for r in range(replicas)]
+            return est, sums
         from orchestrator.core.gklt import exceedance_curve, replica_weights
         db = res.database()
         curves = np.array([exceedance_curve(*replica_weights(db, r), THRESHOLDS)
@@ -179,9 +199,16 @@ MAX_LAG = 20
 
 @functools.cache
 def _tams():
+    """100 TAMS replicas: estimates, diagnostics sums, and the same sums with equal weights."""
     t0 = time.monotonic()
-    est, sums = batches("tams", 52, 100)
-    return est, sums, time.monotonic() - t0
+    jobs = [("tams", 52 * 1000 + i, BATCH, None) for i in range(4)]
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(4, os.cpu_count() or 1), mp_context=ctx) as pool:
+        parts = list(pool.map(run_batch, *zip(*jobs)))
+    est = np.concatenate([p[0] for p in parts])
+    sums = [s for p in parts for s in p[1][:BATCH]]
+    flat = [s for p in parts for s in p[1][BATCH:]]
+    return est, sums, time.monotonic() - t0, flat
 
 
 @functools.cache
@@ -193,7 +220,7 @@ def _mc(mutation: str | None, replicas: int):
 
 def _mc_vs_tams(mutation: str | None, mc_replicas: int, label: str) -> float:
     hits, _, t_mc = _mc(mutation, mc_replicas)
-    tams, _, t_tams = _tams()
+    tams, _, t_tams, _ = _tams()
     from orchestrator.core.stats import binomial_summary
     mc = binomial_summary(int(hits.sum()), MC_M * hits.size, MC_M)
     se_t = float(tams.std(ddof=1) / math.sqrt(tams.size))
@@ -222,7 +249,7 @@ def test_diagnostics_agree_with_brute_force_monte_carlo():
     the same quantities of the direct Monte Carlo run (equal weights: brute force)."""
     from orchestrator.core.diagnostics import pool
     _, mc_sums, _ = _mc(None, 20)
-    _, tams_sums, _ = _tams()
+    _, tams_sums, _, flat_sums = _tams()
     mc = pool(mc_sums, LEVELS, MAX_LAG, DT, ["x"])
     tm = pool(tams_sums, LEVELS, MAX_LAG, DT, ["x"])
     z_cross = (tm.crossing_mean - mc.crossing_mean) / np.hypot(tm.crossing_se, mc.crossing_se)
@@ -245,3 +272,8 @@ def test_diagnostics_agree_with_brute_force_monte_carlo():
     assert np.abs(z_cross).max() < 3.5 and abs(z_fpt) < 3.5 and np.abs(z_comp).max() < 3.5
     # and the diagnostics are not trivially equal: the composite spread shrinks to the target
     assert tm.composite_std[0, 0] > 3 * tm.composite_std[-1, 0]
+    # the mutation: the same TAMS run with its weights forgotten must disagree
+    bad = pool(flat_sums, LEVELS, MAX_LAG, DT, ["x"])
+    z_bad = (bad.crossing_mean - mc.crossing_mean) / np.hypot(bad.crossing_se, mc.crossing_se)
+    print(f"MUTATION (TAMS weights ignored): level crossing z {np.round(z_bad, 1)}")
+    assert z_bad.max() > 10
