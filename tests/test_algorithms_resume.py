@@ -1,5 +1,5 @@
 """Montecarlo and GKLT keep the determinism promise (DESIGN §5): the same seed gives the same
-database bit for bit with 1 or 2 workers, and after clean stops at arbitrary segments and
+database bit for bit with 1 or 2 workers, and after clean stops at arbitrary segments (file and seed noise) and
 resumes (GKLT: stops inside resampling intervals and between them), through the real driver,
 Parsl's thread pool and the HDF5 store."""
 from __future__ import annotations
@@ -28,17 +28,18 @@ def run(path, db, **kw):
     return digest(db)
 
 
-@pytest.mark.parametrize("algorithm", ["montecarlo", "gklt"])
-def test_same_bits_with_workers_and_resumes(tmp_path, algorithm):
-    ref = run(campaign(tmp_path, algorithm), tmp_path / "ref.h5")
+@pytest.mark.parametrize("algorithm, noise", [("montecarlo", "file"), ("gklt", "file"),
+                                              ("gklt", "seed")])
+def test_same_bits_with_workers_and_resumes(tmp_path, algorithm, noise):
+    ref = run(campaign(tmp_path, algorithm, model__noise=noise), tmp_path / "ref.h5")
     for r in (0, 1):
         assert ref[f"{r}/summary"][0] == 1  # finished
     if algorithm == "gklt":
         assert ref["0/iterations/iteration"].size == 7  # resamplings at 40, 80, ..., 280 < 300
         assert (ref["0/trajectories/status"] == 4).any()  # some members got no copy
-    two = campaign(tmp_path, algorithm, runner__workers=2)
+    two = campaign(tmp_path, algorithm, runner__workers=2, model__noise=noise)
     assert_same(ref, run(two, tmp_path / "two.h5"))
-    path = campaign(tmp_path, algorithm)
+    path = campaign(tmp_path, algorithm, model__noise=noise)
     db = tmp_path / "part.h5"
     for stop in (5, 13, 29):  # clean stops, then a resume to the end
         part = run(path, db, max_segments=stop)
