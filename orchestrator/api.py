@@ -6,6 +6,7 @@
     result = tams.run(campaign, model_step=my_step)          # callables instead of paths
     result.mean, result.stderr, result.ci, result.estimates, result.cost
     result.database()                                        # the read API on what was written
+    result.diagnostics()                                     # level crossing, composites, ...
 
 It is the same driver, store and executors as ``tams run``: the same seed gives the same
 database, bit for bit.  Python functions (a python-adapter model's ``step``/``observe``, the
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.config import Campaign, LoadedCampaign, load, load_data
-from orchestrator.core.stats import Summary, summarize
+from orchestrator.core.stats import Summary, binomial_summary, summarize
 from orchestrator.imports import path_of_callable
 
 __all__ = ["load_campaign", "run", "RunResult", "ReplicaResult"]
@@ -131,7 +132,9 @@ class RunResult:
 
     @property
     def ci(self) -> tuple[float, float]:
-        """The 95 % interval of :func:`orchestrator.core.stats.summarize` (docs/algorithm.md)."""
+        """The 95 % interval of :func:`orchestrator.core.stats.summarize` (docs/algorithm.md);
+        for ``algorithm: montecarlo`` Wilson's binomial interval of all the replicas'
+        trajectories pooled (:func:`orchestrator.core.stats.binomial_summary`)."""
         return (self.summary.ci_low, self.summary.ci_high)
 
     @property
@@ -145,6 +148,19 @@ class RunResult:
         """The read API (:class:`orchestrator.store.reader.Database`) on what the run wrote."""
         from orchestrator.store import Database
         return Database(self.store if self.store is not None else self.db_path)
+
+    def diagnostics(self, levels=None, max_lag: int | None = None):
+        """TAMS and montecarlo: the level-crossing curve, mean first-passage time and
+        composite of the trajectories that reached B
+        (:func:`orchestrator.core.diagnostics.diagnostics`); gklt: the probability and return
+        time of the time average of A over thresholds (``levels``;
+        :func:`orchestrator.core.gklt.return_times`)."""
+        db = self.database()
+        if db.meta.algorithm == "gklt":
+            from orchestrator.core.gklt import return_times
+            return return_times(db, levels)
+        from orchestrator.core.diagnostics import diagnostics
+        return diagnostics(db, levels, max_lag)
 
     def __repr__(self) -> str:
         s = self.summary
@@ -216,7 +232,12 @@ def run(campaign: str | os.PathLike | dict | Campaign | LoadedCampaign, *,
     results = tuple(ReplicaResult(r.r, r.outcome.name.lower(),
                                   r.summary().estimate, r.summary().log_estimate, r.iteration,
                                   r.model_steps, r.segments) for r in reps)
-    return RunResult(loaded.name, results, summarize([x.estimate for x in results if x.outcome
-                                                      != "running"]),
+    finished = [r for r in reps if r.done]
+    if loaded.campaign.algorithm == "montecarlo":  # pooled binomial, Wilson interval
+        n = loaded.campaign.tams.trajectories
+        summary = binomial_summary(sum(r.n_reached() for r in finished), n * len(finished), n)
+    else:
+        summary = summarize([x.estimate for x in results if x.outcome != "running"])
+    return RunResult(loaded.name, results, summary,
                      time.monotonic() - t0, sum(r.wall_time for r in reps),
                      None if store is not None else driver.db_path, store)

@@ -191,6 +191,37 @@ class TamsSection(Strict):
         return v
 
 
+class GkltSection(Strict):
+    """The GKLT cloning algorithm's settings (`algorithm: gklt`; docs/algorithms.md). The
+    ensemble size N, the horizon and `segment_steps` are the `tams` section's
+    (`trajectories`, `horizon`, `segment_steps`)."""
+
+    k: float = Field(description="The tilt k: at every resampling step each trajectory is "
+                     "weighted by exp(k * sum of A over the interval * dt) / R (R the ensemble "
+                     "mean of those factors). k > 0 favours large time averages of A.")
+    observable: str = Field(description="A, the observable whose time average over the horizon "
+                            "is studied: one of `model.observables`.")
+    resample_every: int = Field(description="Steps between resamplings (>= 1); the resampling "
+                                "steps are its multiples up to and including the horizon.")
+    threshold: float = Field(description="Each replica's estimate is the probability that the "
+                             "time average of A over the horizon is >= this; `tams report` also "
+                             "gives the probability and return time for a range of thresholds.")
+
+    @field_validator("resample_every")
+    @classmethod
+    def _every(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be an integer >= 1 (a number of steps)")
+        return v
+
+    @field_validator("k", "threshold")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+
 _WALLTIME = re.compile(r"^(\d+-)?\d{1,3}:\d{2}:\d{2}$")
 
 
@@ -391,10 +422,16 @@ class Campaign(Strict):
     replicas: int = Field(1, description="Independent TAMS estimates run concurrently (>= 1).")
     algorithm: str = Field("tams", description="The rare-event algorithm each replica runs, by "
                            "its registered name (entry-point group `tams.algorithms`, "
-                           "docs/plugins.md); `tams` is the built-in.")
+                           "docs/plugins.md): `tams` (the default), `montecarlo` (direct Monte Carlo of "
+                           "`tams.trajectories` independent trajectories) or `gklt` (the "
+                           "GKLT cloning algorithm, section `gklt`); docs/algorithms.md.")
     model: dict[str, Any] = Field(description="The forward model; keys depend on `adapter`.")
     score: ScoreSection = Field(description="The score function and target (section `score`).")
-    tams: TamsSection = Field(description="The TAMS settings: N, k, horizon (section `tams`).")
+    tams: TamsSection = Field(description="The ensemble settings every algorithm uses: N "
+                              "(`montecarlo`: M), k, horizon (section `tams`).")
+    gklt: GkltSection | None = Field(None, description="The GKLT settings, required with "
+                                     "`algorithm: gklt` and refused with any other (section "
+                                     "`gklt`).")
     runner: RunnerSection = Field(
         default_factory=lambda: default_runner(), description="Execution: threads, "
         "processes or Slurm, workers, retries (section `runner`).",
@@ -712,4 +749,29 @@ def load_data(data: Any, path: Path, text: str | None = None,
     if abs(loaded.n_steps * model.dt - campaign.tams.horizon) > 1e-9 * campaign.tams.horizon:
         raise ConfigError(f"{path}: key tams.horizon: {campaign.tams.horizon} is not a whole "
                           f"number of time steps of {model.dt}; use e.g. {loaded.n_steps * model.dt!r}.")
+    _check_algorithm(loaded)
     return loaded
+
+
+def _check_algorithm(loaded: LoadedCampaign) -> None:
+    """The cross-section rules of the algorithm keys (one sentence each)."""
+    c, path = loaded.campaign, loaded.path
+    if c.algorithm == "gklt":
+        g = c.gklt
+        if g is None:
+            raise ConfigError(f"{path}: key gklt: is required with `algorithm: gklt`; add a "
+                              "section with k, observable, resample_every and threshold.")
+        names = [o.name for o in loaded.model.observable_specs()]
+        if g.observable not in names:
+            raise ConfigError(f"{path}: key gklt.observable: {g.observable!r} is not an "
+                              f"observable of the model; use one of {names}.")
+        if g.resample_every > loaded.n_steps:
+            raise ConfigError(f"{path}: key gklt.resample_every: {g.resample_every} steps is "
+                              f"longer than the horizon ({loaded.n_steps} steps); make it at "
+                              "most the horizon.")
+        if c.score.score_a is not None:
+            raise ConfigError(f"{path}: key score.score_a: GKLT runs every trajectory to the "
+                              "horizon; remove score_a (it is for tams and montecarlo).")
+    elif c.gklt is not None:
+        raise ConfigError(f"{path}: key gklt: is the section of `algorithm: gklt`, but "
+                          f"algorithm is {c.algorithm}; set `algorithm: gklt` or remove it.")

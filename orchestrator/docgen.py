@@ -23,6 +23,7 @@ from pydantic_core import PydanticUndefined
 
 from orchestrator.config import (
     DatabaseSection,
+    GkltSection,
     ModelSection,
     Observable,
     RunnerSection,
@@ -50,6 +51,7 @@ def runner_kinds() -> list[tuple[str, type[RunnerSection]]]:
 SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("score", ScoreSection),
     ("tams", TamsSection),
+    ("gklt", GkltSection),
     ("runner", RunnerSection),
     *((f"runner with kind: {name}", cls) for name, cls in runner_kinds()),
     ("runner.slurm", SlurmSection),

@@ -99,7 +99,7 @@ def test_unknown_algorithm_is_one_sentence(tmp_path, monkeypatch):
     data = yaml.safe_load(write_campaign(tmp_path).read_text())
     data["algorithm"] = "nope"
     with pytest.raises(ConfigError, match=r"key algorithm: unknown algorithm 'nope'; use one of "
-                                          r"\['tams'\]"):
+                                          r"\['gklt', 'montecarlo', 'tams'\]"):
         tams.run(data, in_memory=True, progress=False)
     assert not list(tmp_path.glob("*.h5"))
 

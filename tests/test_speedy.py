@@ -12,6 +12,8 @@ one, a campaign of 4 trajectories over 4 days.
 - SPEEDY's own error `stop` (exit status 0) becomes a non-zero exit with a sentence;
 - `tams check` passes on configs/speedy-heatwave.yaml (pointed at the test build);
 - a tiny heat-wave campaign completes through `tams run` and `tams report`;
+- a tiny GKLT campaign (configs/speedy-gklt.yaml) completes through both, copies stored as
+  branches;
 - the Docker image (Dockerfile + rootfs.sh) gives the local build's bytes.
 """
 from __future__ import annotations
@@ -179,6 +181,47 @@ def test_tiny_heatwave_campaign_completes(speedy, tmp_path):
     rpt = subprocess.run(CLI + ["report", str(tmp_path / "speedy.h5")], capture_output=True,
                          text=True, timeout=300, cwd=tmp_path)
     assert rpt.returncode == 0, rpt.stderr
+
+
+def test_tiny_gklt_campaign_completes(speedy, tmp_path):
+    """configs/speedy-gklt.yaml made tiny (3 trajectories, 4 days, one resampling on day 2)
+    through `tams run` and `tams report`: the genealogy is stored as branches (a copy holds
+    only its own days after the resampling day) and the weights are finite."""
+    c = yaml.safe_load((REPO / "configs" / "speedy-gklt.yaml").read_text())
+    c["model"]["executable"] = str(speedy / "speedy_segment.sh")
+    c["model"]["initial_state"] = str(speedy / "bin" / "summer_state.bin")
+    c["tams"].update(trajectories=3, horizon=4.0, segment_steps=4)
+    c["gklt"].update(resample_every=2, k=200.0)  # a strong tilt: the warmest member is copied
+    c["replicas"] = 1
+    c["runner"]["workers"] = 1
+    c["database"] = {"path": str(tmp_path / "gklt.h5"), "keep_states": "live"}
+    cfg = tmp_path / "speedy-gklt.yaml"
+    cfg.write_text(yaml.safe_dump(c, sort_keys=False))
+    out = subprocess.run(CLI + ["run", str(cfg)], capture_output=True, text=True, timeout=900,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    from orchestrator.store import Database
+    with Database(tmp_path / "gklt.h5") as db:
+        rep = db.replicas()[0]
+        it = db.iterations(0)
+        assert rep.outcome == 1 and rep.iterations == 1 and it["iteration"].tolist() == [1]
+        assert 2 * 250 < it["level"][0] < 2 * 320  # c_1: the mean of 2 days of t_box, K day
+        assert np.isfinite(it["log_weight"]).all() and 0 <= rep.estimate <= 1
+        created = db.table(0, "created")
+        steps = db.table(0, "steps")
+        assert (created["parent"] >= 0).any() and it["n_killed"][0] >= 1
+        for tid, parent, b in zip(created["id"], created["parent"], created["branch_step"]):
+            own = steps["step"][steps["traj"] == tid]
+            if parent >= 0:  # a copy: branched on day 2, its own days 3..4 only
+                assert b == 2 and own.tolist() == [3, 4]
+        for tid in db.ensemble(0):
+            tr = db.trajectory(int(tid), 0)
+            assert tr.steps.tolist() == [1, 2, 3, 4]
+            assert 250 < tr.observables[:, 0].mean() < 320  # kelvin
+    rpt = subprocess.run(CLI + ["report", str(tmp_path / "gklt.h5"), "--no-figures"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert rpt.returncode == 0, rpt.stderr
+    assert "probability and return time of the time average of t_box" in rpt.stdout
 
 
 def test_docker_image_gives_the_local_bits(speedy, tmp_path):

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.core.algorithm import Outcome
-from orchestrator.core.stats import summarize
+from orchestrator.core.stats import binomial_summary, summarize
 
 
 def _time(db) -> str:
@@ -58,8 +58,27 @@ def text_report(db, reference: float | None = None) -> str:
         out += [f"  {line} ({reason})" for reason, line in why]
         for reason in dict.fromkeys(reason for reason, _ in why):
             out.append(f"  {reason}: {EXTINCTION_FIXES[reason]}")
+    algo = db.meta.algorithm
     s = summarize([v.estimate for v in finished])
-    if s.n >= 2 and s.mean == 0:
+    if algo == "montecarlo" and finished:
+        m = st["n"]
+        k = sum(int(v.n_reached) for v in finished)
+        s = binomial_summary(k, m * len(finished), m)
+        out.append(f"estimate (direct Monte Carlo): p = {k}/{m * len(finished)} = {s.mean:.4g} ± "
+                   f"{s.stderr:.2g} (binomial standard error), 95 % CI [{s.ci_low:.4g}, "
+                   f"{s.ci_high:.4g}] (Wilson), {len(finished)} replica(s) of M = {m} "
+                   "trajectories pooled")
+    elif algo == "gklt" and s.n >= 1:
+        m = db.meta
+        what = (f"p = P(time average of {m.tilt_observable} over T >= {m.threshold:g}) "
+                f"(GKLT, k = {m.tilt:g}, N = {m.n}, resampling every {m.resample_every} steps)")
+        if s.n >= 2:
+            out.append(f"estimate: {what} = {s.mean:.4g} ± {s.stderr:.2g} (standard error), "
+                       f"95 % CI [{s.ci_low:.4g}, {s.ci_high:.4g}], {s.n} replicas; relative "
+                       f"std of one run {_fmt(s.rel_std)}")
+        else:
+            out.append(f"estimate: {what} = {s.mean:.4g} (one replica: no confidence interval)")
+    elif s.n >= 2 and s.mean == 0:
         out.append(f"estimate: p = 0, every one of {s.n} replicas estimated 0 (extinction or "
                    f"max_iterations); 95 % CI [0, {s.ci_high:.4g}], an upper bound only (each "
                    "estimate is at most 1, and p cannot exceed the chance of a non-zero one)")
@@ -72,7 +91,7 @@ def text_report(db, reference: float | None = None) -> str:
     elif s.n == 1:
         out.append(f"estimate: p = {s.mean:.4g} (one replica: no confidence interval; set "
                    "replicas >= 2)")
-    if s.n >= 1 and s.mean > 0:
+    if algo == "tams" and s.n >= 1 and s.mean > 0:
         ideal = math.sqrt(-math.log(s.mean) / st["n"]) if s.mean < 1 else 0.0
         out.append(f"relative error of one run: ideal AMS sqrt(-log p / N) = {ideal:.2f} "
                    f"(N = {st['n']}), observed across replicas "
@@ -185,12 +204,18 @@ def make_figures(db, folder: Path, reference: float | None = None) -> list[Path]
     ax.set_xlabel(_time(db))
     ax.set_ylabel("score (dimensionless)")
     v0 = reps[0]
-    ax.set_title(f"Final ensemble of replica 0: {len(ens)} trajectories, "
-                 f"{v0.n_reached} reached the target")
+    if db.meta.algorithm == "gklt":
+        ax.set_title(f"Final ensemble of replica 0: {len(ens)} trajectories, {v0.n_reached} "
+                     f"with time average of {db.meta.tilt_observable} >= "
+                     f"{db.meta.threshold:g}", fontsize=10)
+    else:
+        ax.set_title(f"Final ensemble of replica 0: {len(ens)} trajectories, "
+                     f"{v0.n_reached} reached the target")
     ax.legend(loc="lower right")
     save(fig, "scores.png")
 
-    # (b) level against iteration
+    gklt = db.meta.algorithm == "gklt"
+    # (b) level against iteration (TAMS; a gklt iteration is a resampling, no level)
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for v in reps:
         it = db.iterations(v.index)
@@ -200,7 +225,10 @@ def make_figures(db, folder: Path, reference: float | None = None) -> list[Path]
     ax.set_ylabel("level z_j (score, dimensionless)")
     ax.set_title(f"Level against iteration, {len(reps)} replicas (N = {st['n']}, k = {st['k']})")
     ax.legend(fontsize=7, ncol=2, loc="lower right")
-    save(fig, "levels.png")
+    if gklt:
+        plt.close(fig)
+    else:
+        save(fig, "levels.png")
 
     # (c) estimates with mean and CI band
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -217,8 +245,9 @@ def make_figures(db, folder: Path, reference: float | None = None) -> list[Path]
     ax.set_xlabel("replica")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("estimate of p (probability)")
-    ax.set_title(f"Estimates of p = P(score reaches {st['target']:g} before T = {st['horizon']:g} {st['units']})",
-                 fontsize=10)
+    what = (f"P(time average of {db.meta.tilt_observable} >= {db.meta.threshold:g})" if gklt
+            else f"P(score reaches {st['target']:g} before T = {st['horizon']:g} {st['units']})")
+    ax.set_title(f"Estimates of p = {what}", fontsize=10)
     ax.legend(fontsize=8)
     save(fig, "estimates.png")
 
@@ -235,8 +264,61 @@ def make_figures(db, folder: Path, reference: float | None = None) -> list[Path]
     ax.set_xlabel(f"first-passage {_time(db)}")
     ax.set_ylabel("number of trajectories")
     ax.set_title("First-passage times to the target, final ensembles of all replicas")
-    save(fig, "first_passage.png")
+    if gklt:
+        plt.close(fig)
+    else:
+        save(fig, "first_passage.png")
     return paths
+
+
+def diagnostics_figures(d, db, folder: Path) -> list[Path]:
+    """level_crossing.png (P(max score >= z) with its 95 % band) and composite.png (each
+    observable of the trajectories that reached B, aligned at the first passage)."""
+    from orchestrator.core.diagnostics import interval95
+    plt = _plt()
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    lo, hi = interval95(d.crossing_mean, d.crossing_se, d.n_replicas)
+    ax.plot(d.levels, d.crossing_mean, "o-", label=f"mean of {d.n_replicas} replicas")
+    if d.n_replicas >= 2:
+        ax.fill_between(d.levels, np.clip(lo, 1e-300, 1), np.clip(hi, 1e-300, 1), alpha=0.2,
+                        label="95 % interval")
+    ax.set_yscale("log")
+    ax.set_xlabel("level z (score, dimensionless)")
+    ax.set_ylabel("P(max score over T >= z)")
+    ax.set_title("Level-crossing curve from the weighted trajectories")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.append(folder / "level_crossing.png")
+    fig.savefig(out[-1], dpi=90)
+    plt.close(fig)
+    k = len(d.observables)
+    fig, axes = plt.subplots(k, 1, figsize=(7, 2.2 + 1.8 * k), squeeze=False)
+    for i, name in enumerate(d.observables):
+        ax = axes[i, 0]
+        mu, sd = d.composite_mean[:, i], d.composite_std[:, i]
+        ax.plot(d.lag_times, mu, color="k", lw=1.5, label="weighted mean")
+        ax.fill_between(d.lag_times, mu - sd, mu + sd, alpha=0.25, label="± spread")
+        ax.set_ylabel(name)
+        ax.legend(fontsize=7, loc="upper left")
+    axes[-1, 0].set_xlabel(f"time before the first passage ({db.meta.time_label})")
+    axes[0, 0].set_title("Composite of the trajectories that reached B")
+    fig.tight_layout()
+    out.append(folder / "composite.png")
+    fig.savefig(out[-1], dpi=90)
+    plt.close(fig)
+    return out
+
+
+def gklt_table(rt) -> str:
+    lines = [f"probability and return time of the {rt.quantity} over T = {rt.window:g} "
+             f"({rt.time_units}), GKLT, {rt.p_replicas.shape[0]} replicas",
+             f"{'a':>10} {'P(avg >= a)':>12} {'± s.e.':>10} {'r(a)':>11} {'95 % CI of r(a)':>25}"]
+    for i, a in enumerate(rt.amplitudes):
+        lines.append(f"{a:>10.4g} {rt.p[i]:>12.4g} {rt.p_stderr[i]:>10.2g} {rt.r[i]:>11.4g} "
+                     f"[{rt.r_low[i]:>10.4g}, {rt.r_high[i]:>10.4g}]")
+    return "\n".join(lines)
 
 
 def return_time_figure(rt, folder: Path) -> Path:
@@ -246,10 +328,12 @@ def return_time_figure(rt, folder: Path) -> Path:
     r = rt.r
     lo = np.where(np.isfinite(rt.r_low), r - rt.r_low, 0)
     hi = np.where(np.isfinite(rt.r_high), rt.r_high - r, 0)
+    gklt = rt.quantity.startswith("time average")
     ax.errorbar(rt.amplitudes, r, yerr=[lo, hi], fmt="o-", capsize=3,
-                label=f"TAMS, {rt.p_replicas.shape[0]} replicas (95 % CI)")
+                label=f"{'GKLT' if gklt else 'TAMS'}, {rt.p_replicas.shape[0]} replicas (95 % CI)")
     ax.set_yscale("log")
-    ax.set_xlabel(f"amplitude a of max({rt.quantity}) ({rt.units})")
+    ax.set_xlabel(f"threshold a of the {rt.quantity} ({rt.units})" if gklt else
+                  f"amplitude a of max({rt.quantity}) ({rt.units})")
     ax.set_ylabel(f"return time r(a) ({rt.time_units})")
     ax.set_title(f"Return times, r(a) = -T / log(1 - p(a)), T = {rt.window:g} {rt.time_units}")
     ax.legend(fontsize=8)
@@ -277,8 +361,20 @@ def report(path, figures: bool | str | Path = False, reference: float | None = N
             else:
                 rt = return_times(db, return_times_of)
                 print(rt.table())
+        finished = any(v.outcome != Outcome.RUNNING for v in db.replicas())
+        diag = None
+        if finished and db.meta.algorithm == "gklt":
+            from orchestrator.core.gklt import return_times as gklt_return_times
+            rt = gklt_return_times(db)
+            print(gklt_table(rt))
+        elif finished:
+            from orchestrator.core.diagnostics import diagnostics
+            diag = diagnostics(db)
+            print(diag.table(db.meta.time_label))
         if folder is not None:
             made = make_figures(db, folder, reference)
+            if diag is not None:
+                made += diagnostics_figures(diag, db, folder)
             if rt is not None:
                 made.append(return_time_figure(rt, folder))
             print(f"figures: {', '.join(str(p) for p in made)}")

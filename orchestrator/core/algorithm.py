@@ -35,6 +35,7 @@ class Status(enum.IntEnum):
     REACHED = 1  # score >= target
     HORIZON = 2  # reached step T/dt without reaching B
     FELL_BACK = 3  # classic AMS: fell back into A (score <= score_a after leaving it)
+    KILLED = 4  # GKLT: stopped at a resampling step with no copies (docs/algorithms.md)
 
 
 class Outcome(enum.IntEnum):

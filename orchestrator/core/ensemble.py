@@ -344,7 +344,21 @@ class Ensemble:
     # --- resume ---------------------------------------------------------------------------
     def restore(self, rec) -> list[Task]:
         """Rebuild from a store's committed rows; return the segments to (re)submit."""
-        T = rec.tables
+        if rec.tables["created"]["id"].size == 0:
+            self._restore_totals(rec)
+            return self.start()
+        self._rebuild(rec)
+        if self.done:
+            return []
+        tree = self.tree
+        tasks = [self._task(tree[int(i)]) for i in self.slots
+                 if tree[int(i)].status == Status.RUNNING]
+        if not tasks:
+            tasks = self._maybe_iterate()
+        self._emit_summary()
+        return tasks
+
+    def _restore_totals(self, rec) -> None:
         s = rec.summary
         self.outcome = Outcome(int(s["outcome"]))
         self.model_steps = int(s["model_steps"])
@@ -352,9 +366,13 @@ class Ensemble:
         self.failed = int(s["failed_segments"])
         self.wall_time = float(s["wall_time"])
         self.level = float(s["level"])
+
+    def _rebuild(self, rec) -> None:
+        """The tree, the members and the totals from a store's committed rows (not empty);
+        shared with the other algorithms' state machines (montecarlo, gklt)."""
+        T = rec.tables
+        self._restore_totals(rec)
         cr = T["created"]
-        if cr["id"].size == 0:
-            return self.start()
         tree = self.tree
         for slot, tid, parent, b, start in zip(cr["slot"], cr["id"], cr["parent"],
                                                cr["branch_step"], cr["start_step"]):
@@ -411,14 +429,6 @@ class Ensemble:
             self._records_from_path(t)
             self._enter(t, slot)
         self.in_flight = 0
-        if self.done:
-            return []
-        tasks = [self._task(tree[int(i)]) for i in self.slots
-                 if tree[int(i)].status == Status.RUNNING]
-        if not tasks:
-            tasks = self._maybe_iterate()
-        self._emit_summary()
-        return tasks
 
 
 # the name before the rebuild (bench scripts, notebooks)

@@ -24,7 +24,7 @@ class CampaignMeta:
     name: str
     seed: int
     replicas: int
-    algorithm: str  # "tams"
+    algorithm: str  # "tams", "montecarlo", "gklt"
     n: int  # trajectories per ensemble
     k: int  # kill_per_iteration
     target: float
@@ -43,6 +43,11 @@ class CampaignMeta:
     # model.time_units ("" when not given, and in databases made before the key)
     time_units: str = ""
     window: int = 1  # score.window: the score sees running means over this many steps
+    # algorithm: gklt (section gklt; zero/empty for the other algorithms)
+    tilt: float = 0.0  # gklt.k
+    tilt_observable: str = ""  # gklt.observable (A)
+    resample_every: int = 0  # gklt.resample_every (steps)
+    threshold: float = 0.0  # gklt.threshold: the estimate is P(time average of A >= it)
 
     @property
     def time_label(self) -> str:
@@ -80,7 +85,14 @@ class CampaignMeta:
                                      for o in m.observable_specs()),
                    adapter=m.adapter, run_dir=run_dir, keep_states=c.database.keep_states,
                    time_units=getattr(m, "time_units", None) or "",
-                   window=c.score.window or 1)
+                   window=c.score.window or 1, **_gklt_fields(getattr(c, "gklt", None)))
+
+
+def _gklt_fields(g: Any) -> dict[str, Any]:
+    if g is None:
+        return {}
+    return {"tilt": float(g.k), "tilt_observable": g.observable,
+            "resample_every": int(g.resample_every), "threshold": float(g.threshold)}
 
 
 @dataclass(frozen=True)

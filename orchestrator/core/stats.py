@@ -153,3 +153,26 @@ def summarize(estimates) -> Summary:
     std = float(x.std(ddof=1))
     lo, hi = ci95(x)
     return Summary(n, mean, std, std / math.sqrt(n), lo, hi)
+
+
+def binomial_summary(k: int, n: int, per_replica: int) -> Summary:
+    """Direct Monte Carlo (``algorithm: montecarlo``): ``k`` of ``n`` independent trajectories
+    reached B, pooled over every replica.  The mean is k/n; ``stderr`` the binomial
+    sqrt(p(1-p)/n); ``std`` that of one replica's estimate (``per_replica`` trajectories);
+    the interval is Wilson's score interval.
+
+    Why Wilson and not Clopper-Pearson: Clopper-Pearson guarantees at least 95 % coverage for
+    every p, and pays for it by being wide -- its actual coverage is typically 97-99 % for
+    the small p a rare-event study has, so it overstates the error of every Monte Carlo
+    validation run.  Wilson's coverage oscillates around 95 % (its mean coverage over p is
+    close to nominal; Brown, Cai & DasGupta 2001, Stat. Sci. 16, 101-133, recommend it for
+    this reason), it is never degenerate (k = 0 gives [0, z^2/(n+z^2)], not a zero-width
+    interval as the Wald interval does), and the rest of this module already uses it for a
+    proportion."""
+    if n <= 0:
+        return Summary(0, math.nan, math.nan, math.nan, math.nan, math.nan)
+    p = k / n
+    lo, hi = _wilson(k, n)
+    lo, hi = max(0.0, min(lo, p)), min(1.0, max(hi, p))
+    std = math.sqrt(p * (1 - p) / per_replica) if per_replica > 0 else math.nan
+    return Summary(n // max(per_replica, 1), p, std, math.sqrt(p * (1 - p) / n), lo, hi)

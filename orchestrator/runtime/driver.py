@@ -62,6 +62,8 @@ def campaign_identity(loaded: LoadedCampaign) -> dict:
              "score": c.score.model_dump(mode="json"), "tams": c.tams.model_dump(mode="json")}
     if c.algorithm != "tams":  # absent for TAMS: databases made before the key resume
         ident["algorithm"] = c.algorithm
+    if c.gklt is not None:
+        ident["gklt"] = c.gklt.model_dump(mode="json")
     return ident
 
 
