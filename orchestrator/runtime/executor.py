@@ -123,8 +123,13 @@ class ProcessesRunner(RunnerSection):
     def parsl_executor(self, run_dir: Path) -> ParslPart:
         from parsl.providers import LocalProvider
         provider = LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1, worker_init="")
+        # Parsl caps a pool's workers at cores / cores_per_worker: with more workers than cores
+        # (segments that wait: external programs, I/O, simulated compute) share the cores, so
+        # that the pool has exactly `workers` workers, as `runner.workers` promises
+        cores = float(os.cpu_count() or 1)
         return ParslPart(_htex(self.address, run_dir, provider, self.workers, sys.executable,
-                               cores_per_worker=1, heartbeat_period=5, heartbeat_threshold=30))
+                               cores_per_worker=min(1.0, cores / self.workers),
+                               heartbeat_period=5, heartbeat_threshold=30))
 
 
 class SlurmRunner(RunnerSection):
