@@ -53,8 +53,11 @@ def jobs(name: str) -> list[Job]:
     """This user's jobs whose name is `name` or starts with `name.` (queued or running)."""
     if not available():
         return []
-    res = subprocess.run(["squeue", "--me", "-h", "-o", "%i|%j|%T|%M|%l|%R"],
-                         capture_output=True, text=True, timeout=60)
+    try:
+        res = subprocess.run(["squeue", "--me", "-h", "-o", "%i|%j|%T|%M|%l|%R"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):  # the controller is down or slow
+        return []
     if res.returncode != 0:
         return []
     out = []
@@ -67,7 +70,10 @@ def jobs(name: str) -> list[Job]:
 
 def cancel(ids: list[str]) -> None:
     if ids and available():
-        subprocess.run(["scancel", *ids], capture_output=True, text=True, timeout=60)
+        try:
+            subprocess.run(["scancel", *ids], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):  # best effort: the blocks end by themselves
+            pass
 
 
 def cancel_blocks(name: str) -> list[str]:
@@ -86,8 +92,11 @@ def sbatch(script: Path, *options: str) -> str:
     """Submit a batch script; its job id."""
     if shutil.which("sbatch") is None:
         raise SubmitError("sbatch is not on PATH (is this a Slurm cluster's login node?)")
-    res = subprocess.run(["sbatch", "--parsable", *options, str(script)], capture_output=True,
-                         text=True, timeout=120)
+    try:
+        res = subprocess.run(["sbatch", "--parsable", *options, str(script)],
+                             capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SubmitError(f"sbatch did not answer ({exc})") from None
     if res.returncode != 0:
         raise SubmitError(" ".join(res.stderr.split()) or f"sbatch exited {res.returncode}")
     return res.stdout.strip().split(";")[0]
