@@ -76,7 +76,8 @@ def parsl_processes(tmp_path: Path, driver_pid: int) -> set[str]:
     found = set()
     for ln in out.splitlines()[1:]:
         pid, ppid, args = ln.split(None, 2)
-        if "process_worker_pool" in args and str(tmp_path) in args:
+        # a block runs Parsl's pool under orchestrator.runtime.poolwatch (its watchdog)
+        if ("process_worker_pool" in args or "runtime.poolwatch" in args) and str(tmp_path) in args:
             found.add(f"{pid} {args}")
         elif "interchange" in args and (int(ppid) == driver_pid or pid in INTERCHANGES):
             INTERCHANGES.add(pid)
@@ -193,7 +194,7 @@ def test_signal_cancels_blocks_and_resumes(cluster, reference, tmp_path, sig):
         assert len(our_jobs(tmp_path)) == 1 and proc.poll() is None
         running = parsl_processes(tmp_path, proc.pid)
         assert any("interchange" in p for p in running) and any(
-            "process_worker_pool" in p for p in running), running
+            "runtime.poolwatch" in p for p in running), running
         proc.send_signal(sig)
         t0 = time.monotonic()
         out, err = proc.communicate(timeout=30)

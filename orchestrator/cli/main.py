@@ -132,6 +132,8 @@ def cmd_status(args) -> int:
         print(f"campaign {db.name}: {done}/{len(reps)} replicas done, wall time "
               f"{db.wall_time():.1f} s, {states}")
         print(run_state_line(db))
+        for line in _slurm_lines(args.database):
+            print(line)
         in_flight = sum(v.in_flight for v in reps) if live else 0
         if live:
             running = min(in_flight, rs.workers) if rs.workers else in_flight
@@ -152,6 +154,27 @@ def cmd_status(args) -> int:
         print(_eta(db, reps) if live or done == len(reps) else
               "ETA: none while stopped (run `tams run` on the campaign to resume)")
     return 0
+
+
+def _slurm_lines(database) -> list[str]:
+    """The campaign's Slurm jobs (`tams submit`'s driver jobs, blocks), if Slurm is here."""
+    from orchestrator.runtime import slurm
+    name = slurm.job_name(database)
+    jobs = slurm.jobs(name)
+    drivers = [j for j in jobs if j.name == name + slurm.DRIVER]
+    blocks = [j for j in jobs if j.name.startswith(name + slurm.BLOCK)]
+    out = []
+    for j in drivers:
+        if j.state == "PENDING":
+            out.append(f"driver job: {j.id} pending ({j.reason}) — continues the campaign")
+        else:
+            out.append(f"driver job: {j.id} {j.state.lower()} on {j.reason}, {j.time} of "
+                       f"{j.time_limit}")
+    if blocks:
+        states = sorted({j.state.lower() for j in blocks})
+        out.append(f"blocks: {len(blocks)} ({', '.join(states)}): "
+                   f"{' '.join(j.id for j in blocks)}")
+    return out
 
 
 def _eta(db, reps) -> str:
@@ -278,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--db", help="database path (overrides database.path)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     p.set_defaults(fn=cmd_run)
+    from orchestrator.cli.submit import add_parsers as submit_parsers
+    submit_parsers(sub)
     p = sub.add_parser("status", help="show a campaign's progress (works during a run)")
     p.add_argument("database")
     p.set_defaults(fn=cmd_status)

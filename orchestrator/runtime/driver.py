@@ -40,6 +40,7 @@ from orchestrator.errors import CampaignFailed, ConfigError, DatabaseError, Term
 from orchestrator.imports import ImportPathError
 from orchestrator.model import ModelRunError
 from orchestrator.registry import adapter_class, algorithm
+from orchestrator.runtime import slurm
 from orchestrator.runtime.diskuse import dir_bytes
 from orchestrator.runtime.retry import Action, RetryPolicy
 from orchestrator.store.base import Store
@@ -184,12 +185,20 @@ class Driver:
         if self.executor is not None:
             return self.executor
         from orchestrator.runtime.executor import Executor
-        return Executor(self.loaded.campaign.runner, self.run_dir)
+        return Executor(self.loaded.campaign.runner, self.run_dir,
+                        job_name=slurm.job_name(self.db_path))
 
     # --- the loop -----------------------------------------------------------------------
     def run(self) -> list[Ensemble]:
         model, scorer, spec = self._prepare()
         store = self._open_store()
+        if self.store is None and self.executor is None:
+            # blocks of this campaign still queued or running were left by a driver that was
+            # killed (we hold the database's lock: no live driver owns them): cancel them
+            gone = slurm.cancel_blocks(slurm.job_name(self.db_path))
+            if gone:
+                log.warning("cancelled %d Slurm block(s) left by an earlier driver of this "
+                            "campaign: %s", len(gone), " ".join(gone))
         t_start = time.monotonic()
         self._last_wall = t_start
         stop = _Stop()

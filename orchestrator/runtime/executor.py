@@ -79,8 +79,12 @@ def _htex(address: str, run_dir: Path, provider, workers: int, python: str, **kw
     from parsl.executors.high_throughput import executor as htex
     # Parsl finds its helper scripts on PATH; name them through an interpreter instead, so a
     # driver started from a virtual environment that is not on PATH still works.
+    # The pool runs under runtime/poolwatch.py: it ends when the interchange's port stays
+    # closed for twice the heartbeat threshold (the driver is gone), also while it starts,
+    # where Parsl's own pool can wait forever -- so a block never outlives its driver.
+    limit = 2 * kw.get("heartbeat_threshold", 120)
     launch = htex.DEFAULT_LAUNCH_CMD.replace(
-        "process_worker_pool.py", f"{python} -m parsl.executors.high_throughput.process_worker_pool", 1)
+        "process_worker_pool.py", f"{python} -m orchestrator.runtime.poolwatch {limit} --", 1)
     return HighThroughputExecutor(
         launch_cmd=launch,
         interchange_launch_cmd=[sys.executable, "-c", _INTERCHANGE, str(os.getpid())],
@@ -129,8 +133,13 @@ class ProcessesRunner(RunnerSection):
     def parsl_executor(self, run_dir: Path) -> ParslPart:
         from parsl.providers import LocalProvider
         provider = LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1, worker_init="")
+        # Parsl caps a pool's workers at cores / cores_per_worker: with more workers than cores
+        # (segments that wait: external programs, I/O, simulated compute) share the cores, so
+        # that the pool has exactly `workers` workers, as `runner.workers` promises
+        cores = float(os.cpu_count() or 1)
         return ParslPart(_htex(self.address, run_dir, provider, self.workers, sys.executable,
-                               cores_per_worker=1, heartbeat_period=5, heartbeat_threshold=30))
+                               cores_per_worker=min(1.0, cores / self.workers),
+                               heartbeat_period=5, heartbeat_threshold=30))
 
 
 class SlurmRunner(RunnerSection):
@@ -168,12 +177,29 @@ class SlurmRunner(RunnerSection):
         return ParslPart(executor, strategy="htex_auto_scale", strategy_period=1.0)
 
 
-def parsl_config(part: ParslPart, run_dir: Path):
-    """Compose a Parsl Config from a runner kind's part (its executor and strategy)."""
+def parsl_config(part: ParslPart, run_dir: Path, job_name: str | None = None):
+    """Compose a Parsl Config from a runner kind's part (its executor and strategy).  With
+    `job_name`, the blocks its provider submits are named `JOB_NAME.block-N.<time>`."""
     from parsl.config import Config
+    provider = getattr(part.executor, "provider", None)
+    if job_name and provider is not None:
+        _name_blocks(provider, job_name)
     return Config(executors=[part.executor], run_dir=str(run_dir / "parsl"),
                   strategy=part.strategy, strategy_period=part.strategy_period,
                   max_idletime=3600.0, initialize_logging=False, usage_tracking=0)
+
+
+def _name_blocks(provider, job_name: str) -> None:
+    """Parsl names a block `parsl.<label>.block-N`; name it after the campaign instead
+    (`<job_name>.block-N`), so that the next driver of the campaign finds the blocks a killed
+    driver left (runtime/slurm.py).  Any provider: the name is `submit`'s argument."""
+    submit = provider.submit
+
+    def named_submit(command, tasks_per_node, job_name_=None, *a, **kw):
+        block = str(job_name_ or "").rpartition(".block-")[2]
+        return submit(command, tasks_per_node, f"{job_name}.block-{block or 0}", *a, **kw)
+
+    provider.submit = named_submit
 
 
 def _slurm_provider_class():
@@ -243,9 +269,10 @@ class Executor:
     The models its segments build in this process (thread workers) belong to this executor's
     own pool: closing it stops those, not the models of another executor in the process."""
 
-    def __init__(self, runner: RunnerSection, run_dir: Path):
+    def __init__(self, runner: RunnerSection, run_dir: Path, job_name: str | None = None):
         self.runner = runner
         self.run_dir = run_dir
+        self.job_name = job_name  # the campaign's Slurm job name: its blocks carry it
         self.dfk: DataFlowKernel | None = None
         self._app: Callable[..., Future] | None = None  # the Parsl app, once entered
         self._direct: Any = None  # a Parsl executor driven without a DFK (ParslPart.direct)
@@ -268,7 +295,7 @@ class Executor:
             ex.start()
             self._direct = ex
             return self
-        config = parsl_config(part, self.run_dir)
+        config = parsl_config(part, self.run_dir, self.job_name)
         self._elastic = config.strategy not in (None, "none")  # e.g. Slurm blocks
         self.dfk = parsl.load(config)
         self._app = python_app(run_segment, executors=["tams"], data_flow_kernel=self.dfk,
