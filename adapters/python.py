@@ -34,6 +34,7 @@ import io
 import keyword
 import os
 import socket
+import threading
 import time
 from array import array
 from pathlib import Path
@@ -195,7 +196,8 @@ class PythonModel(ForwardModel):
             row = _read_row(ref.path, ref.index)
             if row is not None:
                 return row
-        arr = np.load(ref.path, mmap_mode="r" if ref.index >= 0 else None)
+        with _AST_LOCK:
+            arr = np.load(ref.path, mmap_mode="r" if ref.index >= 0 else None)
         return np.array(arr[ref.index] if ref.index >= 0 else arr, dtype=np.float64)
 
     def state_bytes(self, ref: StateRef) -> bytes | None:
@@ -468,6 +470,11 @@ def _seq_to_general(step, observe, state, o, i, noise, s0, n, dt, ckpt_steps, ob
 
 # --- files --------------------------------------------------------------------------------
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+# A .npy header is parsed with ast.literal_eval, and CPython 3.11's ast is not thread-safe:
+# 1024 thread workers loading the initial state at once failed with "AST constructor
+# recursion depth mismatch" (docs/performance.md).  Record files have no header; the
+# initial state and .npy files of old run directories take this lock.
+_AST_LOCK = threading.Lock()
 
 
 def _write_record(path: str, begin: int, *arrays: np.ndarray) -> None:
@@ -545,7 +552,8 @@ def _layout(header: bytes, offset: int):
     try:
         fh = io.BytesIO(header)
         npformat.read_magic(fh)
-        shape, fortran, dtype = npformat.read_array_header_1_0(fh)
+        with _AST_LOCK:
+            shape, fortran, dtype = npformat.read_array_header_1_0(fh)
     except Exception:
         return None
     if fortran or dtype != np.dtype(np.float64) or len(shape) < 1 or fh.tell() != offset:

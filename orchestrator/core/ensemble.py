@@ -164,6 +164,12 @@ class Ensemble:
             if step != p:
                 raise RuntimeError(f"replica {self.r}: trajectory {t.id} has no checkpoint at "
                                    f"step {p} to restart from (found {step})")
+        return self._request(t, p, n, start)
+
+    def _request(self, t: Traj, p: int, n: int, start: StateRef | None) -> Task:
+        """The task of t's segment of n steps from its state at step p (``start``), with its
+        noise (file mode) or seed; t is in flight from now on.  Shared by every algorithm."""
+        s = self.s
         noise = seed = None
         if s.noise_mode == "file":
             noise = self.tree.noise(t, p + 1, p + n, s.noise_dim)

@@ -48,9 +48,9 @@ from orchestrator.core import noise as nz
 from orchestrator.core.algorithm import Outcome, Status
 from orchestrator.core.ensemble import Ensemble
 from orchestrator.core.meta import Settings
-from orchestrator.core.segments import Task, segment_dir
+from orchestrator.core.segments import Task
 from orchestrator.core.tree import Traj
-from orchestrator.model import SegmentRequest, SegmentResult, StateRef
+from orchestrator.model import SegmentResult, StateRef
 
 __all__ = ["Gklt", "systematic_counts", "log_mean_exp", "interval_integrals", "final_weights",
            "GkltResult"]
@@ -150,17 +150,7 @@ class Gklt(Ensemble):
             if step != p:
                 raise RuntimeError(f"replica {self.r}: trajectory {t.id} has no checkpoint at "
                                    f"step {p} to restart from (found {step})")
-        noise = seed = None
-        if s.noise_mode == "file":
-            noise = self.tree.noise(t, p + 1, p + n, s.noise_dim)
-        else:
-            seed = nz.segment_seed(t.key, p)
-        req = SegmentRequest(workdir=segment_dir(self.run_dir, self.r, t.id, p), start=start,
-                             step0=p, n_steps=n, dt=s.dt, checkpoint_every=s.checkpoint_every,
-                             noise=noise, seed=seed, parameters=s.parameters, timeout=s.timeout)
-        t.in_flight = True
-        self.in_flight += 1
-        return Task(self.r, t.id, req)
+        return self._request(t, p, n, start)
 
     def start(self) -> list[Task]:
         tasks = super().start()
