@@ -200,16 +200,21 @@ class Ensemble:
     def on_lost(self, task: Task) -> None:
         """A segment will not be ingested in this session (the run is stopping)."""
 
-    def on_result(self, task: Task, res: SegmentResult, attempts: int = 1) -> list[Task]:
-        """Ingest a finished segment; return the segments that can start now."""
-        s = self.s
-        req = task.request
+    def _received(self, task: Task, res: SegmentResult) -> Traj:
+        """Count a finished segment (no longer in flight); its trajectory.  Every algorithm."""
         t = self.tree[task.traj]
         t.in_flight = False
         self.in_flight -= 1
         self.segments += 1
-        self.model_steps += req.n_steps
+        self.model_steps += task.request.n_steps
         self.wall_time += res.wall_time
+        return t
+
+    def on_result(self, task: Task, res: SegmentResult, attempts: int = 1) -> list[Task]:
+        """Ingest a finished segment; return the segments that can start now."""
+        s = self.s
+        req = task.request
+        t = self._received(task, res)
         own_first = max(req.step0, t.branch) + 1
         skip = own_first - req.step0 - 1
         steps = res.steps[skip:]

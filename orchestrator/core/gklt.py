@@ -163,12 +163,7 @@ class Gklt(Ensemble):
     def on_result(self, task: Task, res: SegmentResult, attempts: int = 1) -> list[Task]:
         s = self.s
         req = task.request
-        t = self.tree[task.traj]
-        t.in_flight = False
-        self.in_flight -= 1
-        self.segments += 1
-        self.model_steps += req.n_steps
-        self.wall_time += res.wall_time
+        t = self._received(task, res)
         own_first = req.step0 + 1  # a GKLT segment never replays a parent's steps
         steps, obs = res.steps, res.observables
         times = steps * s.dt
