@@ -76,3 +76,15 @@ def test_wilson_interval():
     assert s.mean == 0 and s.ci_low == 0 and math.isclose(s.ci_high, 3.8415 / 1003.8415, rel_tol=1e-3)
     s = binomial_summary(20, 1000, 100)
     assert s.ci_low < 0.02 < s.ci_high and math.isclose(s.stderr, math.sqrt(0.02 * 0.98 / 1000))
+
+
+def test_export_refuses_a_gklt_database_in_one_sentence(tmp_path, capsys):
+    """`tams export` would write TAMS weights for GKLT trajectories: it says so instead."""
+    from orchestrator.cli import main
+    data = ou(algorithm="gklt", gklt=GK, replicas=1)
+    api.run(data, db=tmp_path / "g.h5", progress=False, run_dir=tmp_path / "g.run")
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "g.h5")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "tams export does not write GKLT weights yet" in err and "\n" not in err
+    assert not list(tmp_path.glob("g.nc"))

@@ -232,6 +232,10 @@ def cmd_export(args) -> int:
     from orchestrator.store import Database
     from orchestrator.store.export import export
     with Database(args.database) as db:
+        if db.meta.algorithm == "gklt":  # its trajectory weights are not the TAMS ones
+            raise UserError(f"{args.database}: tams export does not write GKLT weights yet (its "
+                            "weight columns would hold TAMS weights); use `tams report` or the "
+                            "Python API's RunResult.diagnostics() for GKLT estimates.")
         out = export(db, args.format, args.out)
     print(f"exported: {out}")
     return 0
