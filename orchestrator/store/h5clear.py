@@ -55,9 +55,17 @@ def lookup3(data: bytes, initval: int = 0) -> int:
 
 
 def clear_write_flags(path: str) -> bool:
-    """Reset the superblock status flags; return True when something was cleared."""
+    """Reset the superblock status flags of a file whose writer was killed, and raise its
+    end-of-allocation address to the end of the file (``h5clear -s --increment``); return
+    True when something was cleared.
+
+    Why the address: a SWMR writer killed inside a flush can leave a chunk index on disk that
+    points at a chunk written at the old end of the file while the superblock's EOA was not
+    rewritten yet; a reader then fails with "addr overflow" on data it needs (CI saw it once
+    in a hundred kills).  The chunk's bytes are in the file; the EOA only has to cover them."""
     with open(path, "r+b") as fh:
         head = fh.read(64)
+        eof = fh.seek(0, 2)
         if not head.startswith(_SIGNATURE):
             raise ValueError(f"{path} is not an HDF5 file (or has a user block)")
         version = head[8]
@@ -71,7 +79,10 @@ def clear_write_flags(path: str) -> bool:
             raise ValueError(f"{path}: superblock checksum mismatch; not clearing")
         if body[11] == 0:
             return False
-        body = body[:11] + b"\x00" + body[12:]
+        at = 12 + 2 * size_offsets  # base address, extension address, then end of file
+        eoa = int.from_bytes(body[at:at + size_offsets], "little")
+        body = body[:11] + b"\x00" + body[12:at] + max(eoa, eof).to_bytes(size_offsets, "little") \
+            + body[at + size_offsets:]
         fh.seek(0)
         fh.write(body + struct.pack("<I", lookup3(body)))
         fh.flush()
