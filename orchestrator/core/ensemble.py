@@ -158,18 +158,19 @@ class Ensemble:
         p = t.next_step
         own_from = max(p, t.branch)
         n = (own_from - p) + min(s.segment_steps, s.horizon - own_from)
+        return self._request(t, p, n)
+
+    def _request(self, t: Traj, p: int, n: int) -> Task:
+        """The task of t's segment of n steps from its checkpoint at step p (the initial state
+        at 0), with its noise (file mode) or seed; t is in flight from now on.  Shared by
+        every algorithm."""
+        s = self.s
         start = self.tree.initial
         if p > 0:
             step, start = self.tree.checkpoint_at_or_before(t, p)
             if step != p:
                 raise RuntimeError(f"replica {self.r}: trajectory {t.id} has no checkpoint at "
                                    f"step {p} to restart from (found {step})")
-        return self._request(t, p, n, start)
-
-    def _request(self, t: Traj, p: int, n: int, start: StateRef | None) -> Task:
-        """The task of t's segment of n steps from its state at step p (``start``), with its
-        noise (file mode) or seed; t is in flight from now on.  Shared by every algorithm."""
-        s = self.s
         noise = seed = None
         if s.noise_mode == "file":
             noise = self.tree.noise(t, p + 1, p + n, s.noise_dim)

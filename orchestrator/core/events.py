@@ -34,15 +34,6 @@ class TrajectoryCreated:
 
 
 @dataclass(frozen=True)
-class StateFileRegistered:
-    """A state file (path relative to the run directory) got the id ``file``."""
-
-    replica: int
-    file: int
-    path: str
-
-
-@dataclass(frozen=True)
 class StateFilesRegistered:
     """State files (paths relative to the run directory) got the ids ``first``, ``first+1``,
     ...: one event per segment, however many checkpoint files it wrote."""
@@ -142,6 +133,6 @@ class ReplicaEnded:
     n_reached: int
 
 
-Event = (ReplicaEnded | TrajectoryCreated | StateFileRegistered | StateFilesRegistered
+Event = (ReplicaEnded | TrajectoryCreated | StateFilesRegistered
          | StepsRecorded | CheckpointsRecorded
          | SegmentRecorded | TrajectoryEnded | IterationDecided | ReplicaSummary)

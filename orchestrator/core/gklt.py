@@ -144,13 +144,7 @@ class Gklt(Ensemble):
         s = self.s
         p = t.next_step
         n = min(s.segment_steps, self._stop(p) - p)
-        start = self.tree.initial
-        if p > 0:
-            step, start = self.tree.checkpoint_at_or_before(t, p)
-            if step != p:
-                raise RuntimeError(f"replica {self.r}: trajectory {t.id} has no checkpoint at "
-                                   f"step {p} to restart from (found {step})")
-        return self._request(t, p, n, start)
+        return self._request(t, p, n)
 
     def start(self) -> list[Task]:
         tasks = super().start()

@@ -121,9 +121,6 @@ class Store(abc.ABC):
         elif isinstance(e, ev.StateFilesRegistered):  # files: one array per event
             self._append(r, "files", path=np.array([p.encode() for p in e.paths],
                                                    dtype=TABLES["files"]["path"]))
-        elif isinstance(e, ev.StateFileRegistered):
-            self._append(r, "files", path=np.array([e.path.encode()],
-                                                   dtype=TABLES["files"]["path"]))
         elif isinstance(e, ev.TrajectoryCreated):
             self._append(r, "created", iteration=e.iteration, slot=e.slot, id=e.id,
                          killed=e.killed, parent=e.parent, branch_step=e.branch_step,
