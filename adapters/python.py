@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import io
 import keyword
+import math
 import os
 import socket
 import threading
@@ -121,6 +122,7 @@ class PythonModel(ForwardModel):
         self._step = None
         self._observe = None
         self._shape: tuple[int, ...] | None = None  # of every state: the initial state's
+        self._size = 0  # numbers in a state (with _shape)
 
     @classmethod
     def from_config(cls, config, base_dir):
@@ -185,13 +187,19 @@ class PythonModel(ForwardModel):
             init = self.config.initial_state
             self._shape = (tuple(np.load(Path(self.base_dir, init), mmap_mode="r").shape)
                            if isinstance(init, str) else np.asarray(init, dtype=np.float64).shape)
+            self._size = math.prod(self._shape)
         return self._shape
+
+    def state_size(self) -> int:
+        """Numbers in a state (asked several times per segment: kept as a plain int)."""
+        if self._shape is None:
+            self.state_shape()
+        return self._size
 
     def _load(self, ref: StateRef) -> np.ndarray:
         if ref.path.endswith(_SUFFIX):
             shape = self.state_shape()
-            size = int(np.prod(shape, dtype=np.int64))
-            return _pread_floats(ref.path, ref.index, size).reshape(shape)
+            return _pread_floats(ref.path, ref.index, self._size).reshape(shape)
         if ref.index >= 0:  # a .npy file of states, one per row (run directories made by 0.x)
             row = _read_row(ref.path, ref.index)
             if row is not None:
@@ -211,20 +219,24 @@ class PythonModel(ForwardModel):
         segment's record: it starts right after its start state when that is the last row of
         this trajectory's own file, else (a trajectory's first segment) at 0."""
         path = _record_file(request)
-        d = int(np.prod(self.state_shape(), dtype=np.int64))
+        d = self.state_size()
         start = request.start
         begin = start.index + d if (start is not None and start.index >= 0
                                     and start.path == path) else 0
         return path, begin, request.n_steps * len(self.config.observables), n_ckpt * d
 
     def _checkpoints(self, path: str, begin: int, n_obs: int, steps: np.ndarray) -> Checkpoints:
-        d = int(np.prod(self.state_shape(), dtype=np.int64))
-        return Checkpoints(steps, np.zeros(steps.size, dtype=np.int64),
-                           begin + n_obs + d * np.arange(steps.size, dtype=np.int64), (path,))
+        n = steps.size
+        first = begin + n_obs
+        d = self.state_size()
+        index = (np.arange(first, first + d * n, d, dtype=np.int64) if d
+                 else np.full(n, first, dtype=np.int64))
+        return Checkpoints(steps, np.zeros(n, dtype=np.int64), index, (path,))
 
     def collect(self, request: SegmentRequest) -> SegmentResult | None:
-        steps_ck = request.promised_checkpoints()
-        path, begin, n_obs, n_states = self._layout(request, steps_ck.size)
+        # asked before every first attempt: the file's length says whether it is done, so
+        # the promised checkpoints are counted, not listed, until it is
+        path, begin, n_obs, n_states = self._layout(request, _n_promised(request))
         try:
             if os.stat(path).st_size < (begin + n_obs + n_states) * 8:
                 return None  # not written yet, or cut short by a crash: run it
@@ -232,6 +244,7 @@ class PythonModel(ForwardModel):
         except OSError:
             return None
         steps = np.arange(request.step0 + 1, request.step0 + request.n_steps + 1, dtype=np.int64)
+        steps_ck = request.promised_checkpoints()
         return SegmentResult(steps, obs, self._checkpoints(path, begin, n_obs, steps_ck),
                              provenance=_provenance(), reused=True)
 
@@ -285,6 +298,15 @@ class PythonModel(ForwardModel):
         return SegmentResult(steps, obs, self._checkpoints(path, begin, n_obs, ckpt_steps),
                              wall_time=time.perf_counter() - wall0, model_time=model_time,
                              provenance=_provenance())
+
+
+def _n_promised(request: SegmentRequest) -> int:
+    """``request.promised_checkpoints().size``, in integer arithmetic."""
+    last = request.step0 + request.n_steps
+    every = max(1, int(request.checkpoint_every))
+    first = (request.step0 // every + 1) * every
+    n = (last - first) // every + 1 if first <= last else 0
+    return n if n and first + (n - 1) * every == last else n + 1
 
 
 def _record_file(request: SegmentRequest) -> str:

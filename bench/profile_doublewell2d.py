@@ -17,7 +17,7 @@ Runs the campaign through the real driver, Parsl (threads) and the HDF5 writer, 
 Timing wrappers cost ~1 µs per call; the cProfile run is 2-3x slower than a plain run, so
 read its figures as ranks and shares, not as absolute costs.
 
-    python bench/profile_doublewell2d.py [--replicas 3] [--cprofile] [--top 40]
+    python bench/profile_doublewell2d.py [--replicas 3] [--inline] [--cprofile] [--top 40]
 """
 from __future__ import annotations
 
@@ -119,6 +119,10 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--segment-steps", type=int, default=None,
                     help="override tams.segment_steps (the results do not depend on it)")
+    ap.add_argument("--inline", action="store_true",
+                    help="run every segment in the driver's thread (InlineExecutor, as the "
+                    "statistical tests do): no thread hand-offs, so the CPU of each phase is "
+                    "measured without GIL contention")
     ap.add_argument("--sort", default="tottime")
     ap.add_argument("--out", type=Path, default=None, help="pstats file (with --cprofile)")
     args = ap.parse_args()
@@ -190,7 +194,11 @@ def main() -> int:
         path.write_text(yaml.safe_dump(data))
         loaded = config.load(path)
         c0, w0 = time.process_time(), time.perf_counter()
-        drv.Driver(loaded, db_path=str(Path(tmp, "bench.h5"))).run()
+        executor = None
+        if args.inline:
+            from orchestrator.runtime.inline import InlineExecutor
+            executor = InlineExecutor()
+        drv.Driver(loaded, db_path=str(Path(tmp, "bench.h5")), executor=executor).run()
         cpu, wall = time.process_time() - c0, time.perf_counter() - w0
         with Database(Path(tmp, "bench.h5")) as db:
             reps = db.replicas()

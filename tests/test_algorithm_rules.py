@@ -79,7 +79,7 @@ def test_checkpoint_runs_answer_like_a_plain_list(seed):
     S, F, X = np.array(steps), np.array(files), np.array(index)
     es, ef, ei = runs.expand()
     assert es.tolist() == steps and ef.tolist() == files and ei.tolist() == index
-    assert runs.files().tolist() == sorted(set(files))
+    assert runs.files() == sorted(set(files))
     for _ in range(200):
         lo = int(rng.integers(-1, s + 2))
         hi = int(rng.integers(lo, s + 3))

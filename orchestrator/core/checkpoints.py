@@ -21,11 +21,10 @@ def _runs(steps: np.ndarray, files: np.ndarray, index: np.ndarray) -> np.ndarray
     if n == 0:
         return np.zeros((0, 6), dtype=_I)
     if n > 1 and files[0] == files[-1]:
-        # the common case (one file per segment, evenly spaced): one run, checked in four
+        # the common case (one file per segment, evenly spaced): one run, checked in a few
         # vectorised calls instead of the ~25 of the general split below
-        ds, di = steps[1] - steps[0], index[1] - index[0]
-        k = np.arange(n, dtype=_I)
-        if (np.array_equal(steps, steps[0] + ds * k) and np.array_equal(index, index[0] + di * k)
+        ds, di = int(steps[1] - steps[0]), int(index[1] - index[0])
+        if ((steps[1:] - steps[:-1] == ds).all() and (index[1:] - index[:-1] == di).all()
                 and (files == files[0]).all()):
             return np.array([[steps[0], ds, n, files[0], index[0], di]], dtype=_I)
     start = np.zeros(n, dtype=bool)
@@ -86,12 +85,23 @@ class CheckpointRuns:
         r = self.runs
         return r[:, 0] + r[:, 1] * (r[:, 2] - 1)
 
-    def files(self) -> np.ndarray:
-        return np.unique(self.runs[:, 3])
+    def files(self) -> list[int]:
+        """The ids of the files holding these checkpoints, sorted (a few runs: a set of
+        ints is cheaper than numpy's unique, and this is asked for every forgotten
+        trajectory)."""
+        return sorted(set(self.runs[:, 3].tolist()))
 
     def _at(self, j: int, k: int) -> tuple[int, int, int]:
         s0, ds, _, f, i0, di = (int(v) for v in self.runs[j])
         return s0 + ds * k, f, i0 + di * k
+
+    def last(self) -> tuple[int, int, int] | None:
+        """The last checkpoint: (step, file, index), or None.  A trajectory that goes on
+        restarts from it, so the driver asks for it once per segment (plain ints, no search)."""
+        if not self.runs.size:
+            return None
+        s0, ds, n, f, i0, di = self.runs[-1].tolist()
+        return s0 + ds * (n - 1), f, i0 + di * (n - 1)
 
     def last_in(self, lo: int, hi: int) -> tuple[int, int, int] | None:
         """The last checkpoint with lo < step <= hi: (step, file, index), or None."""

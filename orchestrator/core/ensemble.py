@@ -259,16 +259,24 @@ class Ensemble:
 
     def _ingest_checkpoints(self, t: Traj, res: SegmentResult, first: int, last: int) -> None:
         ck = res.checkpoints
-        idx = np.flatnonzero((ck.steps >= first) & (ck.steps <= last))
-        ids, first, fresh = self.tree.register(ck.files)
+        inside = (ck.steps >= first) & (ck.steps <= last)
+        ids, first_id, fresh = self.tree.register(ck.files)
         if fresh:
             rel = self.rel
-            self.events.append(ev.StateFilesRegistered(self.r, first, tuple(map(rel, fresh))))
-        if not idx.size:  # no checkpoint of its own steps: its files still go with it
-            t.extra_files = (t.extra_files or []) + ids.tolist()
-            return
-        fids = ids[ck.file_of[idx]]
-        steps, index = ck.steps[idx], ck.index[idx]
+            self.events.append(ev.StateFilesRegistered(self.r, first_id, tuple(map(rel, fresh))))
+        if inside.all():  # the usual case: every checkpoint is on its own steps
+            if not inside.size:
+                t.extra_files = (t.extra_files or []) + ids.tolist()
+                return
+            fids = ids[ck.file_of]
+            steps, index = ck.steps, ck.index
+        else:
+            idx = np.flatnonzero(inside)
+            if not idx.size:  # no checkpoint of its own steps: its files still go with it
+                t.extra_files = (t.extra_files or []) + ids.tolist()
+                return
+            fids = ids[ck.file_of[idx]]
+            steps, index = ck.steps[idx], ck.index[idx]
         self.events.append(ev.CheckpointsRecorded(self.r, t.id, steps, fids, index))
         t.add_checkpoints(steps, fids, index)
 

@@ -42,7 +42,7 @@ def validate(req: SegmentRequest, res: SegmentResult, n_obs: int) -> None:
     """Raise :class:`ModelRunError` unless ``res`` is a valid answer to ``req``."""
     expect = np.arange(req.step0 + 1, req.step0 + req.n_steps + 1)
     steps = np.asarray(res.steps)
-    if steps.shape != expect.shape or not np.array_equal(steps, expect):
+    if steps.shape != expect.shape or not (steps == expect).all():
         raise ModelRunError(f"segment {req.workdir}: the model reported steps "
                             f"{steps[:3].tolist()}...; expected {req.step0 + 1}.."
                             f"{req.step0 + req.n_steps}", req.workdir)

@@ -100,6 +100,8 @@ class Tree:
         """Ids of a segment's state files, registering the new ones in bulk: (ids in the
         order given, id of the first new one, the new paths in id order)."""
         files = self.files
+        if len(paths) == 1 and paths[0] in files:  # a trajectory's own file again
+            return np.array([files[paths[0]]], dtype=np.int64), self.n_files, []
         fresh = list(dict.fromkeys(p for p in paths if p not in files))
         base = self.n_files
         if fresh:
@@ -144,6 +146,10 @@ class Tree:
 
     def checkpoint_at_or_before(self, t: Traj, b: int) -> tuple[int, StateRef | None]:
         """The last checkpoint of t's path at or before step b (step 0: the initial state)."""
+        if b > t.branch:  # a trajectory going on restarts from its own last checkpoint
+            last = t.ck.last()
+            if last is not None and last[0] == b:
+                return b, self.ref(last[1], last[2])
         for p, lo, hi in self.pieces(t, b):
             found = p.ck.last_in(lo, hi)
             if found is not None:
@@ -193,7 +199,7 @@ class Tree:
             t = self.trajs[t.parent]
 
     def _forget_files(self, t: Traj) -> None:
-        fids = t.ck.files().tolist() + (t.extra_files or [])
+        fids = t.ck.files() + (t.extra_files or [])
         for fid in fids:
             path = self.paths.pop(fid, None)
             if path is not None:

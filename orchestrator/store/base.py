@@ -83,6 +83,11 @@ class Store(abc.ABC):
         self._buffers: list[dict[str, dict[str, list]]] = [self._new_buffer()
                                                            for _ in range(self.n_replicas)]
         self._summary = [empty_summary() for _ in range(self.n_replicas)]
+        # the newest ReplicaSummary event of each replica since the last commit: an event
+        # comes with every segment, and copying its 13 fields into the numpy record cost
+        # more than the rest of the segment's rows; only the last one before a commit counts
+        self._latest: dict[int, ev.ReplicaSummary] = {}
+        self._enc_cache: tuple[Any, tuple] | None = None  # the last provenance, encoded
         self._dirty: set[int] = set()
         self._wall_pending = 0.0
         self.last_commit = time.monotonic()
@@ -104,17 +109,20 @@ class Store(abc.ABC):
             self._append(r, "steps", traj=np.full(n, e.traj, dtype=np.int64), step=e.steps,
                          time=e.times, score=e.scores, obs=e.observables)
         elif isinstance(e, ev.ReplicaSummary):
-            s = self._summary[r]
-            for name in SUMMARY.names or ():
-                s[name] = getattr(e, name)
+            self._latest[r] = e
             self._dirty.add(r)
         elif isinstance(e, ev.SegmentRecorded):
             pv = e.provenance
+            cached = self._enc_cache
+            if cached is None or cached[0] != pv:  # a worker's provenance repeats
+                cached = self._enc_cache = (pv, (_enc(pv.host, 64), _enc(pv.slurm_job_id, 32),
+                                                 _enc(pv.image_digest, 100),
+                                                 _enc(pv.launcher, 16)))
+            host, job, image, launcher = cached[1]
             self._append(r, "segments", traj=e.traj, step0=e.step0, n_steps=e.n_steps,
                          first_own=e.first_own, last_own=e.last_own, wall_time=e.wall_time,
                          model_time=e.model_time, attempts=e.attempts, reused=int(e.reused),
-                         host=_enc(pv.host, 64), pid=pv.pid, slurm_job=_enc(pv.slurm_job_id, 32),
-                         image=_enc(pv.image_digest, 100), launcher=_enc(pv.launcher, 16))
+                         host=host, pid=pv.pid, slurm_job=job, image=image, launcher=launcher)
         elif isinstance(e, ev.CheckpointsRecorded):
             self._append(r, "checkpoints", traj=np.full(e.steps.size, e.traj, dtype=np.int64),
                          step=e.steps, file=e.files, index=e.index)
@@ -145,7 +153,12 @@ class Store(abc.ABC):
 
     def _take_rows(self, replica: int) -> dict[str, dict[str, np.ndarray]]:
         """The buffered rows of a replica as arrays (tables with no new rows left out);
-        empties the buffer."""
+        empties the buffer, and brings ``_summary[replica]`` up to its newest event."""
+        e = self._latest.pop(replica, None)
+        if e is not None:
+            s = self._summary[replica]
+            for name in SUMMARY.names or ():
+                s[name] = getattr(e, name)
         out = {}
         for table, cols in TABLES.items():
             buf = self._buffers[replica][table]
