@@ -23,10 +23,11 @@ def _runs(steps: np.ndarray, files: np.ndarray, index: np.ndarray) -> np.ndarray
     if n > 1 and files[0] == files[-1]:
         # the common case (one file per segment, evenly spaced): one run, checked in a few
         # vectorised calls instead of the ~25 of the general split below
-        ds, di = int(steps[1] - steps[0]), int(index[1] - index[0])
-        if ((steps[1:] - steps[:-1] == ds).all() and (index[1:] - index[:-1] == di).all()
-                and (files == files[0]).all()):
-            return np.array([[steps[0], ds, n, files[0], index[0], di]], dtype=_I)
+        step_stride, index_stride = int(steps[1] - steps[0]), int(index[1] - index[0])
+        if ((steps[1:] - steps[:-1] == step_stride).all()
+                and (index[1:] - index[:-1] == index_stride).all() and (files == files[0]).all()):
+            return np.array([[steps[0], step_stride, n, files[0], index[0], index_stride]],
+                            dtype=_I)
     start = np.zeros(n, dtype=bool)
     start[0] = True
     if n > 1:
