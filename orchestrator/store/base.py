@@ -80,8 +80,11 @@ class Store(abc.ABC):
         self.meta = meta
         self.n_replicas = meta.replicas
         self.n_obs = len(meta.observables)
-        self._buffers: list[dict[str, dict[str, list]]] = [self._new_buffer()
-                                                           for _ in range(self.n_replicas)]
+        # per replica and table, the buffered rows: one tuple per event, in the table's column
+        # order (for steps and checkpoints the trajectory id, then the event's arrays); the
+        # columns are built once per commit (:meth:`_take_rows`), not per event
+        self._buffers: list[dict[str, list[tuple]]] = [self._new_buffer()
+                                                       for _ in range(self.n_replicas)]
         self._summary = [empty_summary() for _ in range(self.n_replicas)]
         # the newest ReplicaSummary event of each replica since the last commit: an event
         # comes with every segment, and copying its 13 fields into the numpy record cost
@@ -93,8 +96,8 @@ class Store(abc.ABC):
         self.last_commit = time.monotonic()
 
     @staticmethod
-    def _new_buffer() -> dict[str, dict[str, list]]:
-        return {t: {c: [] for c in cols} for t, cols in TABLES.items()}
+    def _new_buffer() -> dict[str, list[tuple]]:
+        return {t: [] for t in TABLES}
 
     # --- events -> rows -------------------------------------------------------------------
     def record(self, events: Iterable[Any]) -> None:
@@ -104,13 +107,11 @@ class Store(abc.ABC):
 
     def _record(self, e: Any) -> None:
         r = e.replica
+        buf = self._buffers[r]
         if isinstance(e, ev.StepsRecorded):
-            n = e.steps.shape[0]
-            self._append(r, "steps", traj=np.full(n, e.traj, dtype=np.int64), step=e.steps,
-                         time=e.times, score=e.scores, obs=e.observables)
+            buf["steps"].append((e.traj, e.steps, e.times, e.scores, e.observables))
         elif isinstance(e, ev.ReplicaSummary):
             self._latest[r] = e
-            self._dirty.add(r)
         elif isinstance(e, ev.SegmentRecorded):
             pv = e.provenance
             cached = self._enc_cache
@@ -119,37 +120,27 @@ class Store(abc.ABC):
                                                  _enc(pv.image_digest, 100),
                                                  _enc(pv.launcher, 16)))
             host, job, image, launcher = cached[1]
-            self._append(r, "segments", traj=e.traj, step0=e.step0, n_steps=e.n_steps,
-                         first_own=e.first_own, last_own=e.last_own, wall_time=e.wall_time,
-                         model_time=e.model_time, attempts=e.attempts, reused=int(e.reused),
-                         host=host, pid=pv.pid, slurm_job=job, image=image, launcher=launcher)
+            buf["segments"].append((e.traj, e.step0, e.n_steps, e.first_own, e.last_own,
+                                    e.wall_time, e.model_time, e.attempts, int(e.reused),
+                                    host, pv.pid, job, image, launcher))
         elif isinstance(e, ev.CheckpointsRecorded):
-            self._append(r, "checkpoints", traj=np.full(e.steps.size, e.traj, dtype=np.int64),
-                         step=e.steps, file=e.files, index=e.index)
-        elif isinstance(e, ev.StateFilesRegistered):  # files: one array per event
-            self._append(r, "files", path=np.array([p.encode() for p in e.paths],
-                                                   dtype=TABLES["files"]["path"]))
+            buf["checkpoints"].append((e.traj, e.steps, e.files, e.index))
+        elif isinstance(e, ev.StateFilesRegistered):
+            buf["files"].append((np.array([p.encode() for p in e.paths],
+                                          dtype=TABLES["files"]["path"]),))
         elif isinstance(e, ev.TrajectoryCreated):
-            self._append(r, "created", iteration=e.iteration, slot=e.slot, id=e.id,
-                         killed=e.killed, parent=e.parent, branch_step=e.branch_step,
-                         start_step=e.start_step)
+            buf["created"].append((e.iteration, e.slot, e.id, e.killed, e.parent,
+                                   e.branch_step, e.start_step))
         elif isinstance(e, ev.TrajectoryEnded):
-            self._append(r, "trajectories", id=e.id, end_step=e.end_step, status=e.status,
-                         max_score=e.max_score)
+            buf["trajectories"].append((e.id, e.end_step, e.status, e.max_score))
         elif isinstance(e, ev.IterationDecided):
-            self._append(r, "iterations", iteration=e.iteration, level=e.level,
-                         n_killed=e.n_killed, log_weight=e.log_weight,
-                         weight=math.exp(e.log_weight))
+            buf["iterations"].append((e.iteration, e.level, e.n_killed, e.log_weight,
+                                      math.exp(e.log_weight)))
         elif isinstance(e, ev.ReplicaEnded):
-            pass  # the summary that follows it holds the outcome
+            return  # the summary that follows it holds the outcome
         else:
             raise TypeError(f"a store cannot record {type(e).__name__}")
-
-    def _append(self, replica: int, table: str, **columns: Any) -> None:
-        buf = self._buffers[replica][table]
-        for col in TABLES[table]:
-            buf[col].append(columns[col])
-        self._dirty.add(replica)
+        self._dirty.add(r)
 
     def _take_rows(self, replica: int) -> dict[str, dict[str, np.ndarray]]:
         """The buffered rows of a replica as arrays (tables with no new rows left out);
@@ -161,28 +152,33 @@ class Store(abc.ABC):
                 s[name] = getattr(e, name)
         out = {}
         for table, cols in TABLES.items():
-            buf = self._buffers[replica][table]
-            if not buf[next(iter(cols))]:
+            rows = self._buffers[replica][table]
+            if not rows:
                 continue
-            arrays = {}
-            n_new = None
-            for col, dt in cols.items():
-                parts = buf[col]
-                if table == "steps" and col == "obs":
-                    data = np.concatenate([np.asarray(p, dtype=dt).reshape(-1, self.n_obs)
-                                           for p in parts])
-                elif isinstance(parts[0], np.ndarray):  # columnar events: one array each
-                    data = np.concatenate(parts).astype(dt, copy=False)
-                else:  # one scalar per row (created, segments, trajectories, ...)
-                    data = np.array(parts, dtype=dt)
-                if n_new is None:
-                    n_new = data.shape[0]
-                elif data.shape[0] != n_new:
+            names = list(cols)
+            if table in ("steps", "checkpoints"):  # (traj, arrays...) per event
+                counts = [np.shape(row[1])[0] for row in rows]
+                parts = list(zip(*rows))
+                columns = [np.repeat(np.array(parts[0], dtype=cols[names[0]]), counts)]
+                for col, part in zip(names[1:], parts[1:]):
+                    if col == "obs":
+                        columns.append(np.concatenate(
+                            [np.asarray(p, dtype=cols[col]).reshape(-1, self.n_obs)
+                             for p in part]))
+                    else:
+                        columns.append(np.concatenate(part).astype(cols[col], copy=False))
+            elif table == "files":
+                columns = [np.concatenate([row[0] for row in rows])]
+            else:  # one scalar per column and row (created, segments, trajectories, ...)
+                columns = [np.array(part, dtype=cols[col])
+                           for col, part in zip(names, zip(*rows))]
+            n_new = columns[0].shape[0]
+            for col, data in zip(names, columns):
+                if data.shape[0] != n_new:
                     raise AssertionError(f"table {table}: column {col} has {data.shape[0]} "
                                          f"rows, expected {n_new}")
-                arrays[col] = data
-                parts.clear()
-            out[table] = arrays
+            out[table] = dict(zip(names, columns))
+            rows.clear()
         return out
 
     # --- what subclasses provide -----------------------------------------------------------
