@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import queue
+import re
 import shutil
 import signal
 import threading
@@ -47,6 +48,8 @@ from orchestrator.store.base import Store
 from orchestrator.store.hdf5 import HDF5Store
 
 log = logging.getLogger(__name__)
+
+_REPLICA_DIR = re.compile(r"r\d{4,}")  # a replica's directory in the run directory
 
 # a segment lost with its worker (block cancelled, node lost) is re-run at most this many times
 LOST_LIMIT = 10
@@ -178,8 +181,31 @@ class Driver:
                 raise DatabaseError(f"{self.db_path}: this database was made by another campaign "
                                     f"({what}); use the original YAML, or a new database.path.")
             return db
+        self._refuse_stale_run_dir()  # before the new file exists: a refusal leaves nothing
         return HDF5Store.create(self.db_path, self.meta(), config_text=ld.text, fingerprint=fp,
                                 identity=json.dumps(ident, sort_keys=True))
+
+    def _refuse_stale_run_dir(self) -> None:
+        """A new campaign must not find replica directories in its run directory.
+
+        Segments are looked up by path: a finished one found on disk is ingested instead of
+        run (that is how a resumed campaign skips work already done).  Replica directories
+        left by a campaign whose database was deleted would therefore be taken as this
+        campaign's output -- another seed's paths, silently.  (Found by deleting a database
+        and running again with another seed: 130 of 643 segments came from the old run.)
+        ``driver/`` (``tams submit``'s script and logs) and ``parsl/`` are not output."""
+        try:
+            stale = sorted(e.name for e in os.scandir(self.run_dir)
+                           if e.is_dir() and _REPLICA_DIR.fullmatch(e.name))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        if stale:
+            shown = ", ".join(stale[:3]) + (", ..." if len(stale) > 3 else "")
+            raise DatabaseError(
+                f"{self.run_dir}: this run directory holds model output ({shown}) of an "
+                f"earlier campaign, but the database {self.db_path} is new; delete or move the "
+                "directory, or set database.run_dir to an empty one, so that no earlier output "
+                "is taken as this campaign's.")
 
     def _make_executor(self):
         if self.executor is not None:
@@ -204,6 +230,8 @@ class Driver:
         stop = _Stop()
         old_handlers = self._catch_signals(stop)
         try:
+            if self.store is not None and store.run_state().state == "new":
+                self._refuse_stale_run_dir()  # a fresh store given by the caller
             store.new_session()
             store.set_run_state("running", workers=self.loaded.campaign.runner.workers)
             self.run_dir.mkdir(parents=True, exist_ok=True)
