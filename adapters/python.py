@@ -60,6 +60,8 @@ from orchestrator.model import (
 )
 
 _SUFFIX = ".f64"  # a trajectory's record file: <trajectory directory>.f64 (see _record_file)
+_KEEP_STATES = 64  # last states kept in memory for the next segment (PythonModel._last) ...
+_KEEP_NUMBERS = 4096  # ... when a state has at most this many numbers (32 KiB)
 
 
 class PythonModelConfig(ModelSection):
@@ -126,6 +128,12 @@ class PythonModel(ForwardModel):
         self._shape: tuple[int, ...] | None = None  # of every state: the initial state's
         self._size = 0  # numbers in a state (with _shape)
         self._files = _OpenFiles()  # record files kept open between segments
+        # the last state each recent segment wrote, by (record file, index): the next segment
+        # of the trajectory starts from it, and a pread costs a system call (see _OpenFiles)
+        self._last: collections.OrderedDict[tuple[str, int], np.ndarray] = (
+            collections.OrderedDict())
+        self._last_lock = threading.Lock()
+        self._initial: tuple[tuple, np.ndarray] | None = None  # (file identity, state)
 
     @classmethod
     def from_config(cls, config, base_dir):
@@ -202,14 +210,27 @@ class PythonModel(ForwardModel):
     def _load(self, ref: StateRef) -> np.ndarray:
         if ref.path.endswith(_SUFFIX):
             shape = self.state_shape()
+            with self._last_lock:
+                kept = self._last.pop((ref.path, ref.index), None)
+            if kept is not None:  # the bytes this process wrote there: a copy, never shared
+                return kept.reshape(shape)
             return self._files.read(ref.path, ref.index, self._size).reshape(shape)
         if ref.index >= 0:  # a .npy file of states, one per row (run directories made by 0.x)
             row = _read_row(ref.path, ref.index)
             if row is not None:
                 return row
+        if ref.index < 0:  # a state of its own: the initial state, read by every first segment
+            st = os.stat(ref.path)
+            key = (ref.path, st.st_ino, st.st_size, st.st_mtime_ns)
+            initial = self._initial
+            if initial is not None and initial[0] == key:
+                return initial[1].copy()
         with _AST_LOCK:
             arr = np.load(ref.path, mmap_mode="r" if ref.index >= 0 else None)
-        return np.array(arr[ref.index] if ref.index >= 0 else arr, dtype=np.float64)
+        state = np.array(arr[ref.index] if ref.index >= 0 else arr, dtype=np.float64)
+        if ref.index < 0:
+            self._initial = (key, state.copy())
+        return state
 
     def shutdown(self) -> None:
         """Close the record files kept open (the runs themselves are plain calls)."""
@@ -301,6 +322,12 @@ class PythonModel(ForwardModel):
                 f"{obs.shape}; expected ({n}, {len(self.config.observables)}) as listed in "
                 "model.observables", request.workdir, transient=False)
         self._files.write(path, begin, obs, states)
+        if ckpt_steps.size and self._size <= _KEEP_NUMBERS:
+            last = np.array(states.reshape(ckpt_steps.size, -1)[-1], dtype=np.float64)
+            with self._last_lock:
+                self._last[(path, begin + n_obs + n_states - self._size)] = last
+                if len(self._last) > _KEEP_STATES:
+                    self._last.popitem(last=False)
         steps = np.arange(s0 + 1, s0 + n + 1, dtype=np.int64)
         return SegmentResult(steps, obs, self._checkpoints(path, begin, n_obs, ckpt_steps),
                              wall_time=time.perf_counter() - wall0, model_time=model_time,

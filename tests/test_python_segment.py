@@ -87,3 +87,29 @@ def test_a_file_cut_short_by_a_crash_is_not_a_finished_segment(tmp_path, every):
     assert len(record.read_bytes()) > len(data)
     assert res2.checkpoints.index[0] > res.checkpoints.index[-1]
     assert model.collect(req) is not None and model.collect(nxt) is not None
+
+
+def _mutating_step(state, t, dt, noise, eps=0.04):
+    """The 1-D double well, written as a step that updates its input array in place."""
+    x = state[0]
+    state[0] = x + dt * (x - x * x * x) + np.sqrt(2.0 * eps * dt) * noise[0]
+    return state
+
+
+def _copying_step(state, t, dt, noise, eps=0.04):
+    return _mutating_step(np.array(state, dtype=np.float64), t, dt, noise, eps)
+
+
+@pytest.mark.parametrize("seg", [1000, 64])
+def test_start_states_kept_in_memory_are_never_shared_with_the_step(tmp_path, seg):
+    """The adapter keeps the initial state and each segment's last state in memory for the
+    next segment (a read saved per segment); a step that writes into the state it is given
+    must not change what the next segment, or a child, starts from."""
+    out = []
+    for name, fn in (("mutating", _mutating_step), ("copying", _copying_step)):
+        data = _campaign("step", fn, seg=seg)
+        res = tams.run(data, in_memory=True, progress=False, executor=InlineExecutor(),
+                       run_dir=tmp_path / name)
+        out.append(digest(res.store))
+    assert_same(out[0], out[1])
+    assert out[0]["0/steps/step"].size > 1000

@@ -135,6 +135,7 @@ class Driver:
         self.executor = executor  # given: e.g. InlineExecutor; else Parsl from runner
         self.replicas: list[Ensemble] = []
         self.algorithm: Any = Ensemble
+        self._resuming = True  # the store has run before (set by run())
 
     # --- preparation: everything that can fail on bad input, before writing anything --------
     def _prepare(self):
@@ -230,7 +231,10 @@ class Driver:
         stop = _Stop()
         old_handlers = self._catch_signals(stop)
         try:
-            if self.store is not None and store.run_state().state == "new":
+            # a store that never ran has no segment on disk (a run directory with replica
+            # output is refused for it), so nothing can be collected: no segment asks
+            self._resuming = store.run_state().state != "new"
+            if self.store is not None and not self._resuming:
                 self._refuse_stale_run_dir()  # a fresh store given by the caller
             store.new_session()
             store.set_run_state("running", workers=self.loaded.campaign.runner.workers)
@@ -297,7 +301,8 @@ class Driver:
                 if window is not None and len(pending) >= window:
                     backlog.append(p)
                     return
-                fut = ex.submit(spec, p.task.request, collect=p.attempt == 1)
+                # a first attempt may find its output from an earlier session on disk
+                fut = ex.submit(spec, p.task.request, collect=self._resuming and p.attempt == 1)
                 pending[fut] = p
                 fut.add_done_callback(finished.put)
 
