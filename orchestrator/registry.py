@@ -63,6 +63,21 @@ def _distribution_of(ep: EntryPoint) -> str:
     return dist.metadata["Name"] if dist is not None else ""
 
 
+_EVERY_ENTRY_POINT: Any = None
+_SCAN_LOCK = threading.Lock()
+
+
+def _installed_entry_points() -> Any:
+    """The entry points of every installed distribution, read once per process.
+    ``entry_points(group=...)`` reads every distribution's metadata again for each group:
+    four groups cost 13 ms here against 3 ms for one pass, in every ``tams`` command."""
+    global _EVERY_ENTRY_POINT
+    with _SCAN_LOCK:
+        if _EVERY_ENTRY_POINT is None:
+            _EVERY_ENTRY_POINT = entry_points()
+        return _EVERY_ENTRY_POINT
+
+
 class Registry:
     """The plug-ins of one entry-point group, read once per process, loaded on first use."""
 
@@ -78,7 +93,7 @@ class Registry:
         with self._lock:
             if self._plugins is None:
                 found: dict[str, list[Plugin]] = {}
-                for ep in entry_points(group=self.group):
+                for ep in _installed_entry_points().select(group=self.group):
                     plugin = Plugin(ep.name, ep.value, _distribution_of(ep))
                     same = found.setdefault(ep.name, [])
                     if all(p.value != plugin.value for p in same):
