@@ -400,7 +400,9 @@ class DatabaseSection(Strict):
     commit_interval: float = Field(
         2.0, description="Seconds between the driver's commits to the database: what `tams "
         "status` sees lags by about this much. Segments finished after the last commit are not "
-        "lost (their completed directories are ingested on resume); shorter costs more writes.")
+        "lost (their completed directories are ingested on resume); shorter costs more writes. "
+        "A minimum: a commit that takes long (many replicas at once) stretches it to ten times "
+        "its own duration, so that commits stay about a tenth of the run.")
 
     @field_validator("commit_interval")
     @classmethod

@@ -6,6 +6,8 @@ rows are kept as lists of array chunks and joined when read, so appending stays 
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from orchestrator.core.meta import CampaignMeta
@@ -38,6 +40,7 @@ class MemoryStore(Store):
         self._dirty.clear()
         self._wall += self._wall_pending
         self._wall_pending = 0.0
+        self.last_commit = time.monotonic()
 
     def load_replica(self, r: int) -> ReplicaRecord:
         tables = {}
