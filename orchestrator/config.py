@@ -401,8 +401,8 @@ class DatabaseSection(Strict):
         2.0, description="Seconds between the driver's commits to the database: what `tams "
         "status` sees lags by about this much. Segments finished after the last commit are not "
         "lost (their completed directories are ingested on resume); shorter costs more writes. "
-        "A minimum: a commit that takes long (many replicas at once) stretches it to ten times "
-        "its own duration, so that commits stay about a tenth of the run.")
+        "A minimum: a commit that takes over 0.1 s (many replicas at once) stretches it to ten "
+        "times its own duration, so that commits stay about a tenth of the run.")
 
     @field_validator("commit_interval")
     @classmethod

@@ -348,10 +348,13 @@ class Driver:
                     store.commit()
                     # a commit writes every column of every replica that changed, so its
                     # cost grows with the replicas running at once (0.5 s at 40 replicas
-                    # here, most of the run's time at 200 with a 2 s interval): keep
-                    # commits to about a tenth of the run
-                    commit_every = max(self.commit_interval,
-                                       10.0 * (time.monotonic() - began))
+                    # here, most of the run's time at 200 with a 2 s interval): a commit
+                    # over 0.1 s waits ten times its duration for the next, so commits stay
+                    # about a tenth of the run.  Shorter ones keep the interval asked for
+                    # (the states of forgotten trajectories are deleted after commits)
+                    spent = time.monotonic() - began
+                    commit_every = (max(self.commit_interval, 10.0 * spent) if spent > 0.1
+                                    else self.commit_interval)
                     self._collect_garbage(replicas, delete=keep_live)
                     if not pending or now - last_measure >= 10.0:
                         last_measure = now
