@@ -215,21 +215,25 @@ class PythonModel(ForwardModel):
             if kept is not None:  # the bytes this process wrote there: a copy, never shared
                 return kept.reshape(shape)
             return self._files.read(ref.path, ref.index, self._size).reshape(shape)
-        if ref.index >= 0:  # a .npy file of states, one per row (run directories made by 0.x)
-            row = _read_row(ref.path, ref.index)
-            if row is not None:
-                return row
-        if ref.index < 0:  # a state of its own: the initial state, read by every first segment
-            st = os.stat(ref.path)
-            key = (ref.path, st.st_ino, st.st_size, st.st_mtime_ns)
-            initial = self._initial
-            if initial is not None and initial[0] == key:
-                return initial[1].copy()
-        with _AST_LOCK:
-            arr = np.load(ref.path, mmap_mode="r" if ref.index >= 0 else None)
-        state = np.array(arr[ref.index] if ref.index >= 0 else arr, dtype=np.float64)
         if ref.index < 0:
-            self._initial = (key, state.copy())
+            return self._load_whole(ref.path)
+        row = _read_row(ref.path, ref.index)  # a .npy file of states (run directories of 0.x)
+        if row is not None:
+            return row
+        with _AST_LOCK:
+            arr = np.load(ref.path, mmap_mode="r")
+        return np.array(arr[ref.index], dtype=np.float64)
+
+    def _load_whole(self, path: str) -> np.ndarray:
+        """A .npy file holding one state: the initial state, read by every first segment;
+        kept (a copy handed out each time) while the file stays the same one."""
+        st = os.stat(path)
+        key = (path, st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._initial is not None and self._initial[0] == key:
+            return self._initial[1].copy()
+        with _AST_LOCK:
+            state = np.array(np.load(path), dtype=np.float64)
+        self._initial = (key, state.copy())
         return state
 
     def shutdown(self) -> None:

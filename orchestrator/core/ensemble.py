@@ -264,19 +264,15 @@ class Ensemble:
         if fresh:
             rel = self.rel
             self.events.append(ev.StateFilesRegistered(self.r, first_id, tuple(map(rel, fresh))))
-        if inside.all():  # the usual case: every checkpoint is on its own steps
-            if not inside.size:
-                t.extra_files = (t.extra_files or []) + ids.tolist()
-                return
-            fids = ids[ck.file_of]
-            steps, index = ck.steps, ck.index
+        if inside.all():  # the usual case: every checkpoint is on its own steps, no copies
+            steps, file_of, index = ck.steps, ck.file_of, ck.index
         else:
             idx = np.flatnonzero(inside)
-            if not idx.size:  # no checkpoint of its own steps: its files still go with it
-                t.extra_files = (t.extra_files or []) + ids.tolist()
-                return
-            fids = ids[ck.file_of[idx]]
-            steps, index = ck.steps[idx], ck.index[idx]
+            steps, file_of, index = ck.steps[idx], ck.file_of[idx], ck.index[idx]
+        if not steps.size:  # no checkpoint of its own steps: its files still go with it
+            t.extra_files = (t.extra_files or []) + ids.tolist()
+            return
+        fids = ids[file_of]
         self.events.append(ev.CheckpointsRecorded(self.r, t.id, steps, fids, index))
         t.add_checkpoints(steps, fids, index)
 
